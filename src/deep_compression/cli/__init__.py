@@ -1,0 +1,51 @@
+"""The ``deep-compression`` command: one subcommand per pipeline stage.
+
+Each subcommand lives in its own module of this package and exposes
+``add_parser(subparsers)``, which registers the subcommand with ``func=run`` as default.
+Every error a user can cause surfaces as a :class:`~deep_compression.errors.DeepCompressionError`
+and is printed here on one line with a non-zero exit status, never as a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from deep_compression import __version__
+from deep_compression.cli._common import OneLineParser
+from deep_compression.errors import DeepCompressionError
+
+__all__ = ["main", "build_parser"]
+
+# Subcommand modules in the order --help lists them (the order of the pipeline).
+_COMMANDS = ("train",)
+
+
+def build_parser() -> OneLineParser:
+    import importlib
+
+    parser = OneLineParser(
+        prog="deep-compression",
+        description="Deep Compression for PyTorch: prune, quantize and entropy-code a "
+        "network into one small .dcz file, and decode it back.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineParser)
+    sub.required = True
+    for name in _COMMANDS:
+        importlib.import_module(f"deep_compression.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except DeepCompressionError as e:
+        print(f"deep-compression {args.command}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"deep-compression {args.command}: interrupted", file=sys.stderr)
+        return 130

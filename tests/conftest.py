@@ -1,0 +1,27 @@
+"""Shared fixtures. Real MNIST is read from wherever the loader finds it without a
+download (the Makefile points DEEP_COMPRESSION_DATA at ../shared/data); tests that need it
+are skipped, with the reason, where it is absent."""
+
+from __future__ import annotations
+
+import pytest
+
+from deep_compression.data import Split, find_dataset_dir, load_dataset
+from deep_compression.errors import DataError
+
+
+@pytest.fixture(scope="session")
+def mnist() -> tuple[Split, Split]:
+    """The full, verified MNIST ``(train, test)``."""
+    try:
+        find_dataset_dir("mnist", download=False)
+    except DataError as e:
+        pytest.skip(f"real MNIST not available here: {e}")
+    return load_dataset("mnist", download=False)
+
+
+@pytest.fixture(scope="session")
+def mnist_small(mnist: tuple[Split, Split]) -> tuple[Split, Split]:
+    """A 6,000-image train / 2,000-image test slice of MNIST, for fast training tests."""
+    train, test = mnist
+    return Split(train.x[:6000], train.y[:6000]), Split(test.x[:2000], test.y[:2000])

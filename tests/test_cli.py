@@ -1,0 +1,65 @@
+"""The command line: help everywhere, one-line errors, train then evaluate."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deep_compression.cli import build_parser, main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "deep_compression", *args], capture_output=True, text=True
+    )
+
+
+def test_help_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert {"train", "evaluate"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as info:
+            main([name, "--help"])
+        assert info.value.code == 0
+        assert "usage: deep-compression " + name in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--model", "vgg", "--out", "x.safetensors"], "invalid choice: 'vgg'"),
+        (["train", "--model", "lenet-5", "--epochs", "-3", "--out", "x"], "not an integer >= 0"),
+        (["evaluate", "/no/such/file.safetensors"], "no such file"),
+        (["frobnicate"], "invalid choice"),
+    ],
+)
+def test_bad_arguments_give_one_line(args: list[str], message: str) -> None:
+    proc = run_cli(*args)
+    assert proc.returncode != 0
+    assert message in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_unreadable_checkpoint_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"garbage")
+    proc = run_cli("evaluate", str(bad))
+    assert proc.returncode == 1
+    assert "not a valid safetensors" in proc.stderr and len(proc.stderr.splitlines()) == 1
+
+
+@pytest.mark.mnist
+def test_train_then_evaluate(mnist, tmp_path: Path) -> None:
+    out = tmp_path / "d.safetensors"
+    proc = run_cli("train", "--model", "lenet-300-100", "--epochs", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "test error" in proc.stdout and out.is_file()
+    proc = run_cli("evaluate", str(out))
+    assert proc.returncode == 0, proc.stderr
+    error = float(proc.stdout.split("error ")[1].split("%")[0])
+    assert error < 5.0
