@@ -44,3 +44,29 @@ def test_weights_that_do_not_fit(tmp_path: Path) -> None:
     save_file({"fc1.weight": torch.zeros(2, 2)}, str(tmp_path / "y.safetensors"), meta)
     with pytest.raises(FormatError, match="do not fit lenet-5"):
         load_model(tmp_path / "y.safetensors")
+
+
+def test_parametrized_roundtrip(tmp_path: Path) -> None:
+    """Pruning masks and quantized weights come back as the same parametrizations."""
+    from torch.nn.utils import parametrize
+
+    from deep_compression.prune import PruningMask, get_mask
+    from deep_compression.quantize import QuantizedWeight
+
+    torch.manual_seed(0)
+    model = build_model("lenet-300-100")
+    mask = torch.rand(300, 784) > 0.9
+    parametrize.register_parametrization(model.fc1, "weight", PruningMask(mask))
+    idx = torch.randint(0, 4, (100, 300))
+    qmask = torch.rand(100, 300) > 0.5
+    parametrize.register_parametrization(
+        model.fc2, "weight", QuantizedWeight(torch.tensor([0.0, 0.1, -0.2, 0.3]), idx, qmask)
+    )
+    save_checkpoint(tmp_path / "p.safetensors", model, {"model": {"name": "lenet-300-100"}})
+    loaded, _ = load_model(tmp_path / "p.safetensors")
+    assert torch.equal(get_mask(loaded.fc1), mask) and torch.equal(get_mask(loaded.fc2), qmask)
+    assert isinstance(loaded.fc2.parametrizations.weight[0], QuantizedWeight)
+    x = torch.randn(5, 1, 28, 28)
+    model.eval()
+    assert torch.equal(model(x), loaded(x))
+    assert int((loaded.fc1.weight != 0).sum()) <= int(mask.sum())

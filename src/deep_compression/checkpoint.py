@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,14 @@ from deep_compression import __version__
 from deep_compression.errors import FormatError
 from deep_compression.models import build_model
 
-__all__ = ["save_checkpoint", "load_checkpoint", "load_model", "METADATA_KEY"]
+__all__ = [
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "model_from_metadata",
+    "restore_parametrizations",
+    "METADATA_KEY",
+]
 
 METADATA_KEY = "deep_compression"
 _MAX_METADATA_BYTES = 1 << 20
@@ -98,6 +106,62 @@ def model_from_metadata(meta: dict[str, Any], where: str = "checkpoint") -> nn.M
     return build_model(desc["name"], **kwargs)
 
 
+_PARAM_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.(original|0\.(\w+))$")
+
+
+def restore_parametrizations(
+    model: nn.Module, state: dict[str, torch.Tensor], where: str = "checkpoint"
+) -> None:
+    """Register on ``model`` the parametrizations a saved state dict implies.
+
+    A state dict of a pruned or quantized model holds keys such as
+    ``fc1.parametrizations.weight.original`` and ``fc1.parametrizations.weight.0.mask``.
+    The set of buffer names tells which parametrization it was: ``{mask}`` is a
+    :class:`~deep_compression.prune.PruningMask`, ``{codebook, indices, mask}`` a
+    :class:`~deep_compression.quantize.QuantizedWeight`. Shapes are checked against the
+    layer before anything is registered; ``load_state_dict`` then fills in the values.
+
+    Raises:
+        FormatError: unknown parametrization, missing layer or mismatched shapes.
+    """
+    from torch.nn.utils import parametrize
+
+    from deep_compression.prune import PruningMask
+    from deep_compression.quantize import QuantizedWeight
+
+    groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+    for key, value in state.items():
+        m = _PARAM_KEY.match(key)
+        if m:
+            groups.setdefault((m.group(1) or "", m.group(2)), {})[m.group(4) or "original"] = value
+    modules = dict(model.named_modules())
+    for (layer_name, tensor_name), parts in groups.items():
+        layer = modules.get(layer_name)
+        target = getattr(layer, tensor_name, None) if layer is not None else None
+        if not isinstance(target, torch.Tensor):
+            raise FormatError(f"{where}: no tensor {layer_name}.{tensor_name} in the model")
+        names = set(parts) - {"original"}
+        shape = target.shape
+        for part, value in parts.items():
+            if part != "codebook" and value.shape != shape:
+                raise FormatError(
+                    f"{where}: {layer_name}.{tensor_name} {part} has shape "
+                    f"{tuple(value.shape)}, the layer needs {tuple(shape)}"
+                )
+        if names == {"mask"}:
+            p: nn.Module = PruningMask(parts["mask"])
+        elif names == {"codebook", "indices", "mask"}:
+            if parts["codebook"].ndim != 1:
+                raise FormatError(f"{where}: {layer_name}.{tensor_name} codebook is not 1-D")
+            p = QuantizedWeight(parts["codebook"], parts["indices"], parts["mask"])
+        else:
+            raise FormatError(
+                f"{where}: unknown parametrization of {layer_name}.{tensor_name} "
+                f"(buffers {sorted(names)})"
+            )
+        parametrize.register_parametrization(layer, tensor_name, p, unsafe=True)
+
+
 def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint and load its weights.
 
@@ -109,6 +173,7 @@ def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]
     """
     state, meta = load_checkpoint(path)
     model = model_from_metadata(meta, str(path))
+    restore_parametrizations(model, state, str(path))
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

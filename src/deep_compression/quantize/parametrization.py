@@ -1,0 +1,40 @@
+"""The quantized weight as a parametrization: ``weight = codebook[indices] * mask``.
+
+``codebook`` (k,) is a trainable ``nn.Parameter``; ``indices`` (int32, the weight's shape)
+and ``mask`` (bool, the weight's shape) are buffers. Autograd through the gather gives each
+centroid the sum of the gradients of the weights assigned to it, which is exactly the
+paper's centroid update; assignments stay fixed. Pruned positions are not a cluster: the
+mask zeroes them whatever their index holds (by convention index 0).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["QuantizedWeight"]
+
+
+class QuantizedWeight(nn.Module):
+    """Shared-weight parametrization of one layer's weight.
+
+    Args:
+        codebook: ``(k,)`` float centroids, ``k <= 2**16``.
+        indices: integer cluster index per weight, the weight's shape, values in ``[0, k)``.
+        mask: bool keep-mask, the weight's shape (all True when the layer is not pruned).
+    """
+
+    def __init__(self, codebook: torch.Tensor, indices: torch.Tensor, mask: torch.Tensor) -> None:
+        super().__init__()
+        assert codebook.ndim == 1 and indices.shape == mask.shape
+        self.codebook = nn.Parameter(codebook.detach().to(torch.float32).clone())
+        self.register_buffer("indices", indices.detach().to(torch.int32).clone())
+        self.register_buffer("mask", mask.detach().to(torch.bool).clone())
+
+    def forward(self, original: torch.Tensor) -> torch.Tensor:
+        # ``original`` (the float weight kept by torch's parametrize machinery) is ignored:
+        # the weight is entirely determined by the codebook, the indices and the mask.
+        return self.codebook[self.indices] * self.mask
+
+    def extra_repr(self) -> str:
+        return f"k={self.codebook.numel()}, nonzero={int(self.mask.sum())}/{self.mask.numel()}"
