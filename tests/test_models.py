@@ -19,6 +19,15 @@ def test_parameter_counts_and_output_shape(name: str, params: int) -> None:
     assert model(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
 
 
+def test_vgg16_has_the_papers_parameter_count() -> None:
+    with torch.device("meta"):  # shapes only: no 553 MB allocation in a unit test
+        model = build_model("vgg-16")
+    assert count_parameters(model) == 138_357_544
+    assert tuple(model.fc6.weight.shape) == (4096, 25088)
+    out = model(torch.empty(2, 3, 224, 224, device="meta"))
+    assert out.shape == (2, 1000)
+
+
 def test_lenet5_layers_are_the_caffe_variant() -> None:
     m = build_model("lenet-5")
     assert [tuple(p.shape) for n, p in m.named_parameters() if n.endswith("weight")] == [

@@ -1,6 +1,7 @@
 """The networks of the paper (and of the original project), each a short plain ``nn.Module``.
 
-All take ``(N, 1, 28, 28)`` normalised images and return ``(N, 10)`` logits. Layers are
+The MNIST networks take ``(N, 1, 28, 28)`` normalised images and return ``(N, 10)``
+logits; VGG-16 takes ImageNet-shaped ``(N, 3, 224, 224)`` input. Layers are
 named attributes (``fc1``, ``conv2``...), so state-dict keys and per-layer configs such as
 ``{"*": 5, "conv*": 8}`` read naturally. Build them by name with :func:`build_model`; the
 ``(name, kwargs)`` pair is stored in every checkpoint and ``.dcz`` file so the model can
@@ -17,7 +18,16 @@ from torch import nn
 
 from deep_compression.errors import ConfigError
 
-__all__ = ["LeNet300100", "LeNet5", "SmallCNN", "MODELS", "build_model", "model_names"]
+__all__ = [
+    "LeNet300100",
+    "LeNet5",
+    "SmallCNN",
+    "VGG16",
+    "MODELS",
+    "build_model",
+    "model_names",
+    "count_parameters",
+]
 
 
 class LeNet300100(nn.Module):
@@ -86,10 +96,45 @@ class SmallCNN(nn.Module):
         return self.fc2(x)
 
 
+class VGG16(nn.Module):
+    """VGG-16 (configuration D) with ImageNet shapes: 138,357,544 parameters.
+
+    Input ``(N, 3, 224, 224)``, output ``(N, num_classes)`` logits. Thirteen 3x3 convolutions
+    (``conv1_1`` ... ``conv5_3``) in five max-pooled blocks, then ``fc6`` (25088-4096),
+    ``fc7`` (4096-4096) and ``fc8`` (4096-1000) with ReLU and dropout, as in the paper's
+    largest experiment. No ImageNet weights are shipped; it is here so the codec and the
+    sparse kernels can be measured at the paper's scale.
+    """
+
+    _BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+    def __init__(self, num_classes: int = 1000, dropout: float = 0.5) -> None:
+        super().__init__()
+        in_ch = 3
+        for b, widths in enumerate(self._BLOCKS, start=1):
+            for i, out_ch in enumerate(widths, start=1):
+                self.add_module(f"conv{b}_{i}", nn.Conv2d(in_ch, out_ch, 3, padding=1))
+                in_ch = out_ch
+        self.fc6 = nn.Linear(512 * 7 * 7, 4096)
+        self.fc7 = nn.Linear(4096, 4096)
+        self.fc8 = nn.Linear(4096, num_classes)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for b, widths in enumerate(self._BLOCKS, start=1):
+            for i in range(1, len(widths) + 1):
+                x = torch.relu(getattr(self, f"conv{b}_{i}")(x))
+            x = torch.max_pool2d(x, 2)  # halves H and W: 224 -> 7 after five blocks
+        x = self.drop(torch.relu(self.fc6(x.flatten(1))))  # (N, 4096)
+        x = self.drop(torch.relu(self.fc7(x)))
+        return self.fc8(x)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet-300-100": LeNet300100,
     "lenet-5": LeNet5,
     "small-cnn": SmallCNN,
+    "vgg-16": VGG16,
 }
 
 
