@@ -14,7 +14,7 @@ __all__ = ["load_any"]
 
 
 def load_any(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in ``path`` (a ``.safetensors`` checkpoint), in eval mode.
+    """Rebuild the model stored in ``path`` (``.safetensors`` checkpoint or ``.dcz``), in eval mode.
 
     Returns:
         ``(model, metadata)``.
@@ -27,4 +27,10 @@ def load_any(path: str | os.PathLike[str]) -> tuple[nn.Module, dict[str, Any]]:
         from deep_compression.checkpoint import load_model
 
         return load_model(path)
-    raise FormatError(f"{path}: unknown model file type {path.suffix!r} (expected .safetensors)")
+    if path.suffix == ".dcz":
+        from deep_compression.encode import load_dcz
+
+        return load_dcz(path)
+    raise FormatError(
+        f"{path}: unknown model file type {path.suffix!r} (expected .safetensors or .dcz)"
+    )

@@ -1,0 +1,29 @@
+"""Pure-numpy coding algorithms for the compressed file (no torch).
+
+* :mod:`~deep_compression.coding.gaps`: relative-index sparse coding with fillers;
+* :mod:`~deep_compression.coding.huffman`: canonical, length-limited Huffman, decoded in
+  lockstep chunks;
+* :mod:`~deep_compression.coding.ans`: ANS via ``constriction`` from integer counts;
+* :mod:`~deep_compression.coding.bits`: fixed-width bit packing and varints;
+* :mod:`~deep_compression.coding.streams`: one interface over the three coders.
+"""
+
+from deep_compression.coding.gaps import decode_gaps, encode_gaps, filler_symbol
+from deep_compression.coding.streams import (
+    CODERS,
+    StreamRef,
+    decode_streams,
+    encode_stream,
+    entropy_bits,
+)
+
+__all__ = [
+    "CODERS",
+    "StreamRef",
+    "decode_gaps",
+    "decode_streams",
+    "encode_gaps",
+    "encode_stream",
+    "entropy_bits",
+    "filler_symbol",
+]

@@ -1,0 +1,388 @@
+"""Read, validate and decode ``.dcz`` files with numpy alone.
+
+Validation happens in this order, each step before anything that depends on it:
+file size, magic, version, flags, header length (bounded, and inside the file), header
+JSON (strict: no NaN, no duplicate keys), every header field and the segment layout
+(:func:`~deep_compression.dcz.format.validate_header`), the CRC-32 of the whole file,
+and only then the streams, whose decoders check their own structure (code tables, chunk
+lengths, gap streams that run past a tensor, counts that disagree).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from deep_compression.coding.bits import decode_varint, fixed_width
+from deep_compression.coding.gaps import decode_gaps
+from deep_compression.coding.streams import StreamRef, decode_streams, entropy_bits
+from deep_compression.dcz.format import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DTYPES,
+    FLAG_ZLIB_HEADER,
+    MAGIC,
+    MAX_HEADER_BYTES,
+    PREAMBLE_BYTES,
+    TRAILER_BYTES,
+    VERSION,
+    TensorEntry,
+    validate_header,
+)
+from deep_compression.dcz.writer import DenseTensor, QuantizedTensor, SparseTensor, Tensor
+from deep_compression.errors import FormatError
+
+__all__ = ["DczFile", "StreamStats", "TensorStats", "open_dcz", "decode", "to_dense"]
+
+
+def to_dense(record: Tensor) -> np.ndarray:
+    """The dense array a writer record stands for (float32 for sparse and quantized)."""
+    if isinstance(record, DenseTensor):
+        return record.array
+    out = np.zeros(math.prod(record.shape), dtype=np.float32)
+    if isinstance(record, SparseTensor):
+        out[record.positions] = record.values
+    else:
+        out[record.positions] = record.codebook[record.indices]
+    return out.reshape(record.shape)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise FormatError(f"header JSON repeats the key {key!r:.80}")
+        out[key] = value
+    return out
+
+
+def _reject_constant(name: str) -> Any:
+    raise FormatError(f"header JSON contains {name}, which is not JSON")
+
+
+@dataclass(frozen=True)
+class StreamStats:
+    """Sizes of one coded stream. ``entropy`` is the empirical order-0 entropy of its
+    symbols in bits per symbol; ``fixed_bytes`` what the ``fixed`` coder would take."""
+
+    coder: str
+    n: int
+    alphabet: int
+    bytes: int
+    table_bytes: int
+    entropy: float
+    fixed_bytes: int
+
+    @property
+    def bits_per_symbol(self) -> float:
+        """Payload bits per symbol, tables excluded (nan for an empty stream)."""
+        return 8 * (self.bytes - self.table_bytes) / self.n if self.n else float("nan")
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """Where the bytes of one tensor go."""
+
+    name: str
+    encoding: str
+    shape: tuple[int, ...]
+    numel: int
+    kept: int
+    gap_bits: int | None
+    k: int | None
+    fillers: int
+    streams: dict[str, StreamStats]
+    codebook_bytes: int
+    values_bytes: int
+    dense_bytes: int
+
+    @property
+    def bytes(self) -> int:
+        return (
+            sum(s.bytes for s in self.streams.values())
+            + self.codebook_bytes
+            + self.values_bytes
+            + self.dense_bytes
+        )
+
+
+class DczFile:
+    """A validated ``.dcz`` file in memory. Build it with :func:`open_dcz`.
+
+    Attributes:
+        size: file size in bytes.
+        header_bytes: length of the header as stored (compressed or not).
+        header_json_bytes: length of the header's JSON text.
+        chunk: Huffman chunk size ``C`` (symbols).
+        metadata: the ``meta`` object.
+        tensors: validated header entries, in file order.
+    """
+
+    def __init__(
+        self,
+        blob: bytes,
+        header_bytes: int,
+        header_json_bytes: int,
+        chunk: int,
+        meta: dict[str, Any],
+        tensors: list[TensorEntry],
+        where: str,
+    ) -> None:
+        self._blob = memoryview(blob)
+        self._data_start = PREAMBLE_BYTES + header_bytes
+        self.size = len(blob)
+        self.header_bytes = header_bytes
+        self.header_json_bytes = header_json_bytes
+        self.chunk = chunk
+        self.metadata = meta
+        self.tensors = tensors
+        self.where = where
+        self._symbols: dict[tuple[str, str], np.ndarray] | None = None
+
+    def segment(self, t: TensorEntry, role: str) -> memoryview:
+        seg = t.segments[role]
+        start = self._data_start + seg.offset
+        return self._blob[start : start + seg.length]
+
+    def _refs(self) -> tuple[list[tuple[TensorEntry, str]], list[StreamRef]]:
+        keys, refs = [], []
+        for t in self.tensors:
+            for role, s in t.streams.items():
+                keys.append((t, role))
+                refs.append(
+                    StreamRef(
+                        self.segment(t, role),
+                        s.coder,
+                        s.n,
+                        s.alphabet,
+                        f"{self.where}: tensor {t.name!r} {role}",
+                    )
+                )
+        return keys, refs
+
+    def decode_symbols(self) -> dict[tuple[str, str], np.ndarray]:
+        """Every stream's symbols, keyed by ``(tensor name, "gaps" | "indices")``.
+
+        Decoded once and kept: ``records``, ``decode`` and ``stats`` all start here.
+        """
+        if self._symbols is None:
+            self._symbols = self._decode_symbols()
+        return self._symbols
+
+    def _decode_symbols(self) -> dict[tuple[str, str], np.ndarray]:
+        keys, refs = self._refs()
+        symbols = decode_streams(refs, self.chunk)
+        out = {}
+        for (t, role), s, r in zip(keys, symbols, refs):
+            if s.size and int(s.max()) >= r.alphabet:
+                raise FormatError(f"{r.where}: symbol {int(s.max())} >= alphabet {r.alphabet}")
+            out[(t.name, role)] = s
+        return out
+
+    def records(self) -> list[Tensor]:
+        """The tensors as writer records (positions, indices, codebooks), in file order.
+
+        ``to_bytes(f.records(), f.metadata, coder=...)`` re-encodes the same model with
+        another coder, which is how ``info`` measures the P, P+Q and P+Q+H files.
+        """
+        symbols = self.decode_symbols()
+        out: list[Tensor] = []
+        for t in self.tensors:
+            where = f"{self.where}: tensor {t.name!r}"
+            if t.encoding == "dense":
+                raw = np.frombuffer(self.segment(t, "data"), dtype=DTYPES[t.dtype])
+                if t.dtype == "bool" and raw.view(np.uint8).max(initial=0) > 1:
+                    raise FormatError(f"{where}: bool data holds bytes other than 0 and 1")
+                arr = raw.astype(raw.dtype.newbyteorder("="), copy=True).reshape(t.shape)
+                out.append(DenseTensor(t.name, arr))
+                continue
+            assert t.gap_bits is not None
+            if t.kept == t.numel:  # every entry kept: no gap stream
+                positions = np.arange(t.numel, dtype=np.int64)
+            else:
+                positions = decode_gaps(
+                    symbols[(t.name, "gaps")], t.gap_bits, t.numel, t.kept, f"{where} gaps"
+                )
+            if t.encoding == "sparse":
+                values = np.frombuffer(self.segment(t, "values"), dtype="<f4").astype(np.float32)
+                out.append(SparseTensor(t.name, t.shape, positions, values, t.gap_bits))
+            else:
+                codebook = np.frombuffer(self.segment(t, "codebook"), dtype="<f4").astype(
+                    np.float32
+                )
+                indices = symbols[(t.name, "indices")]
+                out.append(
+                    QuantizedTensor(t.name, t.shape, positions, indices, codebook, t.gap_bits)
+                )
+        return out
+
+    def decode(self) -> dict[str, np.ndarray]:
+        """Dense arrays by state-dict name: float32 for sparse/quantized tensors."""
+        return {r.name: to_dense(r) for r in self.records()}
+
+    def stats(self) -> list[TensorStats]:
+        """Per-tensor sizes and per-stream entropy (decodes the symbol streams)."""
+        symbols = self.decode_symbols()
+        out = []
+        for t in self.tensors:
+            streams = {}
+            for role, s in t.streams.items():
+                seg = self.segment(t, role)
+                counts = np.bincount(symbols[(t.name, role)], minlength=s.alphabet)
+                streams[role] = StreamStats(
+                    coder=s.coder,
+                    n=s.n,
+                    alphabet=s.alphabet,
+                    bytes=len(seg),
+                    table_bytes=_table_bytes(seg, s.coder, s.n, self.chunk),
+                    entropy=entropy_bits(counts),
+                    fixed_bytes=(s.n * fixed_width(s.alphabet) + 7) // 8,
+                )
+            gaps = t.streams.get("gaps")
+            seg = t.segments
+            out.append(
+                TensorStats(
+                    name=t.name,
+                    encoding=t.encoding,
+                    shape=t.shape,
+                    numel=t.numel,
+                    kept=t.kept,
+                    gap_bits=t.gap_bits,
+                    k=t.k,
+                    fillers=gaps.n - t.kept if gaps is not None and gaps.n else 0,
+                    streams=streams,
+                    codebook_bytes=seg["codebook"].length if "codebook" in seg else 0,
+                    values_bytes=seg["values"].length if "values" in seg else 0,
+                    dense_bytes=seg["data"].length if "data" in seg else 0,
+                )
+            )
+        return out
+
+
+def _table_bytes(seg: memoryview, coder: str, n: int, chunk: int) -> int:
+    """Bytes of a stream segment that are not coded symbols: code table, chunk table."""
+    if n == 0 or coder == "fixed":
+        return 0
+    m, pos = decode_varint(seg, 0, "table")
+    if coder == "huffman":
+        return pos + (m + 1) // 2 + 4 * (-(-n // chunk) - 1)
+    for _ in range(m):
+        _, pos = decode_varint(seg, pos, "table")
+    return pos
+
+
+def _inflate(raw: bytes, where: str) -> bytes:
+    """Decompress a zlib header, refusing to produce more than MAX_HEADER_BYTES."""
+    d = zlib.decompressobj()
+    try:
+        out = d.decompress(raw, MAX_HEADER_BYTES + 1)
+    except zlib.error as e:
+        raise FormatError(f"{where}: compressed header is not a valid zlib stream ({e})") from None
+    if len(out) > MAX_HEADER_BYTES:
+        raise FormatError(f"{where}: header decompresses to more than {MAX_HEADER_BYTES} bytes")
+    if not d.eof or d.unused_data or d.unconsumed_tail:
+        raise FormatError(f"{where}: compressed header is truncated or has trailing bytes")
+    return out
+
+
+def open_dcz(
+    source: str | os.PathLike[str] | bytes,
+    *,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+) -> DczFile:
+    """Read and validate a ``.dcz`` file (a path, or its bytes); streams stay coded.
+
+    Raises:
+        FormatError: the file is missing, malformed, corrupt or over the output limit.
+    """
+    if isinstance(source, bytes | bytearray | memoryview):
+        blob, where = bytes(source), "<bytes>"
+    else:
+        where = str(source)
+        path = Path(source)
+        if not path.is_file():
+            raise FormatError(f"{where}: no such file")
+        try:
+            blob = path.read_bytes()
+        except OSError as e:
+            raise FormatError(f"{where}: cannot read ({e.strerror})") from None
+    size = len(blob)
+    if size < PREAMBLE_BYTES + TRAILER_BYTES:
+        if blob[:4] != MAGIC[: len(blob[:4])]:
+            raise FormatError(f"{where}: not a .dcz file (bad magic bytes)")
+        raise FormatError(f"{where}: truncated ({size} bytes, a .dcz file has at least 16)")
+    if blob[:4] != MAGIC:
+        raise FormatError(
+            f"{where}: not a .dcz file (magic bytes {blob[:4].hex()}, expected {MAGIC.hex()})"
+        )
+    version = int.from_bytes(blob[4:6], "little")
+    if version != VERSION:
+        raise FormatError(
+            f"{where}: format version {version} is not supported (this reader "
+            f"reads version {VERSION})"
+        )
+    flags = int.from_bytes(blob[6:8], "little")
+    if flags & ~FLAG_ZLIB_HEADER:
+        raise FormatError(f"{where}: unknown flags 0x{flags:04x} (version 1 defines only bit 0)")
+    header_len = int.from_bytes(blob[8:12], "little")
+    if header_len > MAX_HEADER_BYTES:
+        raise FormatError(
+            f"{where}: header length {header_len} exceeds the limit of {MAX_HEADER_BYTES} bytes"
+        )
+    data_len = size - PREAMBLE_BYTES - TRAILER_BYTES - header_len
+    if data_len < 0:
+        raise FormatError(
+            f"{where}: header length {header_len} runs past the end of the "
+            f"file ({size} bytes): truncated?"
+        )
+    raw = blob[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len]
+    if flags & FLAG_ZLIB_HEADER:
+        raw = _inflate(raw, where)
+    try:
+        header = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+        )
+    except FormatError as e:
+        raise FormatError(f"{where}: {e}") from None
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError, digits
+        raise FormatError(f"{where}: header is not valid UTF-8 JSON ({str(e)[:120]})") from None
+    try:
+        chunk, meta, tensors = validate_header(header, data_len, max_output_bytes)
+    except FormatError as e:
+        raise FormatError(f"{where}: {e}") from None
+    stored = int.from_bytes(blob[-TRAILER_BYTES:], "little")
+    actual = zlib.crc32(memoryview(blob)[:-TRAILER_BYTES])
+    if stored != actual:
+        raise FormatError(
+            f"{where}: checksum mismatch (stored CRC-32 {stored:08x}, computed "
+            f"{actual:08x}): the file is corrupt"
+        )
+    return DczFile(blob, header_len, len(raw), chunk, meta, tensors, where)
+
+
+def decode(
+    path: str | os.PathLike[str] | bytes,
+    *,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Decode a ``.dcz`` file into dense arrays, without torch.
+
+    Returns:
+        ``(arrays, metadata)``: ``arrays`` maps state-dict names (``"fc1.weight"``) to
+        dense numpy arrays (float32 for every pruned or quantized tensor), ready for
+        ``model.load_state_dict`` after ``torch.from_numpy``; ``metadata`` is the file's
+        ``meta`` object (model, dataset, preprocessing, accuracy, tool version).
+
+    Raises:
+        FormatError: the file is malformed or corrupt; the message says what and where.
+    """
+    f = open_dcz(path, max_output_bytes=max_output_bytes)
+    return f.decode(), f.metadata

@@ -1,0 +1,264 @@
+"""What ``deep-compression info`` prints: the paper's per-layer table, measured on files.
+
+Every size here is the length of a real byte string. The P, P+Q and P+Q+H figures come
+from re-encoding the model stored in a file (its decoded symbols, bit-identical) as a
+complete ``.dcz`` file three ways:
+
+* **P**: pruning only: every pruned tensor ``sparse`` (gaps + float32 values), fixed-width
+  gaps;
+* **P+Q**: the ``fixed`` coder: gaps in ``gap_bits`` bits, cluster indices in
+  ``ceil(log2 k)`` bits;
+* **P+Q+H**: the ``huffman`` coder on both streams.
+
+Per-layer bit columns are payload bits per kept weight (fillers included, code tables
+excluded); per-layer size % is everything the layer's weight costs (codebook, tables,
+chunk lengths, both streams) over its float32 size. Header, tables, codebooks and dense
+tensors (biases) are listed as their own rows of the byte breakdown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from deep_compression.coding.bits import fixed_width
+from deep_compression.dcz.format import PREAMBLE_BYTES, TRAILER_BYTES
+from deep_compression.dcz.reader import DczFile, TensorStats, open_dcz
+from deep_compression.dcz.writer import QuantizedTensor, SparseTensor, to_bytes
+from deep_compression.report.table import format_table
+
+__all__ = ["summarize", "format_summary"]
+
+
+def _variant(records: list, meta: dict[str, Any], chunk: int, coder: str, compress: bool):
+    blob = to_bytes(records, meta, coder=coder, chunk=chunk, compress_header=compress)
+    return open_dcz(blob)
+
+
+def _layer_bytes(t: TensorStats) -> int:
+    return sum(s.bytes for s in t.streams.values()) + t.codebook_bytes + t.values_bytes
+
+
+def summarize(f: DczFile) -> dict[str, Any]:
+    """A JSON-able summary of ``f``: stages, per-layer table, byte breakdown, streams."""
+    records = f.records()
+    compress = f.header_bytes != f.header_json_bytes
+    meta = {k: v for k, v in f.metadata.items() if k != "tool_version"}
+    p_records = [
+        SparseTensor(r.name, r.shape, r.positions, r.codebook[r.indices], r.gap_bits)
+        if isinstance(r, QuantizedTensor)
+        else r
+        for r in records
+    ]
+    own = f.stats()
+    stages = {
+        "P": _variant(p_records, meta, f.chunk, "fixed", compress),
+        "P+Q": _variant(records, meta, f.chunk, "fixed", compress),
+        "P+Q+H": _variant(records, meta, f.chunk, "huffman", compress),
+    }
+    pq, pqh = stages["P+Q"].stats(), stages["P+Q+H"].stats()
+    original = 4 * sum(t.numel for t in f.tensors)
+
+    layers = []
+    for a, b in zip(pq, pqh):
+        if a.encoding == "dense":
+            continue
+
+        def bits(t: TensorStats, role: str) -> float:
+            s = t.streams.get(role)
+            if s is None:  # sparse: values are float32
+                return 32.0
+            return 8 * (s.bytes - s.table_bytes) / t.kept if t.kept else 0.0
+
+        layers.append(
+            {
+                "name": a.name,
+                "encoding": a.encoding,
+                "weights": a.numel,
+                "kept": a.kept,
+                "kept_pct": 100 * a.kept / a.numel if a.numel else 0.0,
+                "fillers": a.fillers,
+                "gap_bits": a.gap_bits,
+                "k": a.k,
+                "weight_bits": {"P+Q": bits(a, "indices"), "P+Q+H": bits(b, "indices")},
+                "index_bits": {"P+Q": bits(a, "gaps"), "P+Q+H": bits(b, "gaps")},
+                "bytes": {"P+Q": _layer_bytes(a), "P+Q+H": _layer_bytes(b)},
+                "size_pct": {
+                    "P+Q": 100 * _layer_bytes(a) / max(4 * a.numel, 1),
+                    "P+Q+H": 100 * _layer_bytes(b) / max(4 * b.numel, 1),
+                },
+            }
+        )
+
+    breakdown = {
+        "preamble + CRC": PREAMBLE_BYTES + TRAILER_BYTES,
+        "header": f.header_bytes,
+        "codebooks": sum(t.codebook_bytes for t in own),
+        "code tables": sum(s.table_bytes for t in own for s in t.streams.values()),
+        "gap streams": sum(
+            s.bytes - s.table_bytes for t in own for r, s in t.streams.items() if r == "gaps"
+        ),
+        "index streams": sum(
+            s.bytes - s.table_bytes for t in own for r, s in t.streams.items() if r == "indices"
+        ),
+        "sparse values": sum(t.values_bytes for t in own),
+        "dense tensors": sum(t.dense_bytes for t in own),
+    }
+    assert sum(breakdown.values()) == f.size, (breakdown, f.size)
+
+    streams = []
+    for t in own:
+        for role, s in t.streams.items():
+            if not s.n:
+                continue
+            streams.append(
+                {
+                    "name": t.name,
+                    "stream": role,
+                    "coder": s.coder,
+                    "symbols": s.n,
+                    "alphabet": s.alphabet,
+                    "bytes": s.bytes,
+                    "table_bytes": s.table_bytes,
+                    "bits_per_symbol": s.bits_per_symbol,
+                    "entropy": s.entropy,
+                    "fixed_bits": fixed_width(s.alphabet),
+                }
+            )
+    coders = sorted({s["coder"] for s in streams})
+    return {
+        "file_bytes": f.size,
+        "original_bytes": original,
+        "rate": original / f.size,  # a file is never empty (16 bytes at least)
+        "coders": coders,
+        "header_json_bytes": f.header_json_bytes,
+        "stages": {
+            name: {"bytes": v.size, "rate": original / v.size} for name, v in stages.items()
+        },
+        "layers": layers,
+        "breakdown": breakdown,
+        "streams": streams,
+        "metadata": f.metadata,
+    }
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2f}%"
+
+
+def format_summary(s: dict[str, Any], title: str = "") -> str:
+    """The summary as three Markdown tables and a few lines of text."""
+    out = []
+    if title:
+        out.append(title)
+    meta = s["metadata"]
+    model = meta.get("model", {})
+    acc = meta.get("test_accuracy")
+    out.append(
+        f"model {model.get('name', '?')} on {meta.get('dataset', '?')}"
+        + (f", test error {100 * (1 - acc):.2f}% at encode time" if isinstance(acc, float) else "")
+        + f"; coder(s) {', '.join(s['coders']) or '-'}"
+    )
+    rows = []
+    for r in s["layers"]:
+        rows.append(
+            [
+                r["name"],
+                r["weights"],
+                _pct(r["kept_pct"]),
+                r["fillers"],
+                f"{r['weight_bits']['P+Q']:.2f}",
+                f"{r['weight_bits']['P+Q+H']:.2f}",
+                f"{r['index_bits']['P+Q']:.2f}",
+                f"{r['index_bits']['P+Q+H']:.2f}",
+                _pct(r["size_pct"]["P+Q"]),
+                _pct(r["size_pct"]["P+Q+H"]),
+            ]
+        )
+    weights = max(s["original_bytes"] // 4, 1)
+    # Dense tensors (biases) count as fully kept.
+    kept = sum(r["kept"] for r in s["layers"]) + (weights - sum(r["weights"] for r in s["layers"]))
+    kept_layers = sum(r["kept"] for r in s["layers"])
+
+    def avg(key: str, stage: str) -> str:
+        if not kept_layers:
+            return "-"
+        return f"{sum(r[key][stage] * r['kept'] for r in s['layers']) / kept_layers:.2f}"
+
+    st = s["stages"]
+    rows.append(
+        [
+            "total",
+            weights,
+            _pct(100 * kept / weights),
+            sum(r["fillers"] for r in s["layers"]),
+            avg("weight_bits", "P+Q"),
+            avg("weight_bits", "P+Q+H"),
+            avg("index_bits", "P+Q"),
+            avg("index_bits", "P+Q+H"),
+            _pct(100 * st["P+Q"]["bytes"] / max(s["original_bytes"], 1)),
+            _pct(100 * st["P+Q+H"]["bytes"] / max(s["original_bytes"], 1)),
+        ]
+    )
+    out.append("")
+    out.append(
+        format_table(
+            [
+                "layer",
+                "weights",
+                "kept",
+                "fillers",
+                "weight bits P+Q",
+                "weight bits P+Q+H",
+                "index bits P+Q",
+                "index bits P+Q+H",
+                "size P+Q",
+                "size P+Q+H",
+            ],
+            rows,
+        )
+    )
+    out.append("")
+    stage_rows = [[name, v["bytes"], f"{v['rate']:.1f}x"] for name, v in st.items()]
+    stage_rows.append(["this file", s["file_bytes"], f"{s['rate']:.1f}x"])
+    out.append(format_table(["stage (whole file)", "bytes", "rate"], stage_rows))
+    out.append(
+        f"original: {s['original_bytes']:,} bytes (every tensor as float32); rate = original"
+        " / file bytes"
+    )
+    out.append("")
+    out.append(
+        format_table(
+            ["this file's bytes", "bytes", "share"],
+            [[k, v, _pct(100 * v / s["file_bytes"])] for k, v in s["breakdown"].items()]
+            + [["total", s["file_bytes"], "100.00%"]],
+        )
+    )
+    out.append("")
+    out.append(
+        format_table(
+            [
+                "stream",
+                "coder",
+                "symbols",
+                "alphabet",
+                "table bytes",
+                "bits/symbol",
+                "entropy",
+                "over entropy",
+            ],
+            [
+                [
+                    f"{r['name']} {r['stream']}",
+                    r["coder"],
+                    r["symbols"],
+                    r["alphabet"],
+                    r["table_bytes"],
+                    f"{r['bits_per_symbol']:.3f}",
+                    f"{r['entropy']:.3f}",
+                    _pct(100 * (r["bits_per_symbol"] / r["entropy"] - 1)) if r["entropy"] else "-",
+                ]
+                for r in s["streams"]
+            ],
+        )
+    )
+    return "\n".join(out)
