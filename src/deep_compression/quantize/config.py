@@ -1,0 +1,187 @@
+"""The trained-quantization settings, as data: the ``[quantize]`` table of a TOML recipe.
+
+One-to-one with :class:`QuantizeConfig`::
+
+    [quantize]
+    bits = { "*" = 5, "conv*" = 8 }   # index bits per layer: k = 2**bits centroids
+    init = "linear"                   # linear | density | forgy | optimal
+    lloyd_iterations = 20000          # at most; Lloyd stops at its fixed point
+    seed = 0                          # seeds the forgy draw
+
+    [quantize.finetune]               # train.TrainConfig for the centroid fine-tuning;
+    epochs = 3                        # keys not given take FINETUNE_DEFAULTS (Adam,
+    lr = 0.001                        # no weight decay, cosine schedule)
+
+``bits`` keys are layer names or ``fnmatch`` patterns, resolved by
+:mod:`deep_compression.layer_config` (exact name, then the longest matching pattern, then
+``"*"``). A table given in a recipe replaces the default one entirely. Other tables of
+the recipe (``[prune]``, ``[encode]``...) belong to other stages and are ignored here;
+unknown keys inside ``[quantize]`` are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from deep_compression.errors import ConfigError
+from deep_compression.kmeans import INITS
+from deep_compression.train import TrainConfig
+
+__all__ = [
+    "DEFAULT_BITS",
+    "FINETUNE_DEFAULTS",
+    "MAX_BITS",
+    "QuantizeConfig",
+    "load_quantize_config",
+]
+
+# The paper's LeNet-5 / AlexNet choice: 8 bits for convolutions, 5 for everything else.
+DEFAULT_BITS: Mapping[str, int] = MappingProxyType({"*": 5, "conv*": 8})
+
+# QuantizedWeight stores at most 2**16 centroids; indices are written as up to 16 bits.
+MAX_BITS = 16
+
+# Centroid fine-tuning. Each centroid's gradient is the *sum* of the gradients of the
+# weights that share it (hundreds to thousands of them), so its scale varies by orders of
+# magnitude across centroids and layers, and SGD at a weight-sized rate overshoots. Adam
+# normalises each centroid's step to about ``lr``. Measured on magnitude-pruned LeNets
+# (3 epochs): lr 1e-3 beat 1e-4 and SGD at 1e-3 and 1e-2 (LeNet-300-100 at 2 and 3 bits,
+# LeNet-5 at conv 8 / fc 5 bits). No weight decay: it would pull the shared values of a
+# whole layer towards zero together.
+FINETUNE_DEFAULTS = TrainConfig(
+    epochs=3, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine"
+)
+
+
+def _finetune_config(base: TrainConfig, overrides: Mapping[str, Any], where: str) -> TrainConfig:
+    if not isinstance(overrides, Mapping):
+        raise ConfigError(f"{where}: expected a table of training settings, got {overrides!r}")
+    try:
+        return TrainConfig.from_dict({**base.to_dict(), **overrides}, where)
+    except ConfigError as e:
+        message = str(e)
+        raise ConfigError(message if message.startswith(where) else f"{where}: {e}") from None
+
+
+def _check_int(value: object, where: str, low: int, high: int | None = None) -> None:
+    bad = isinstance(value, bool) or not isinstance(value, int) or value < low
+    if bad or (high is not None and value > high):
+        span = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ConfigError(f"{where} must be an integer {span}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """How to quantize: per-layer bits, centroid initialisation, Lloyd, fine-tuning.
+
+    Attributes:
+        bits: index bits per layer, ``{"*": default, "conv*": ..., "fc1": ...}``, each in
+            ``1..16``; a layer gets ``k = 2**bits`` shared values (fewer if it has fewer
+            distinct surviving weights). Every quantized layer must be matched by a key.
+        init: centroid initialisation: ``"linear"`` (the paper's best), ``"density"``,
+            ``"forgy"`` or ``"optimal"`` (exact 1-D k-means).
+        lloyd_iterations: at most this many Lloyd iterations after the initialisation
+            (0: keep the initial centroids). Lloyd stops earlier at its fixed point; in
+            1-D an iteration costs O(k log n), so the cap is generous.
+        seed: seeds the ``forgy`` draw.
+        finetune: training config of the centroid fine-tuning after clustering (only the
+            codebooks and the biases are trained; ``epochs = 0`` skips it).
+    """
+
+    bits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_BITS)
+    init: str = "linear"
+    lloyd_iterations: int = 20_000
+    seed: int = 0
+    finetune: TrainConfig = FINETUNE_DEFAULTS
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.bits, Mapping) or not self.bits:
+            raise ConfigError(
+                f"quantize.bits must be a non-empty table of layer -> bits, got {self.bits!r}"
+            )
+        for key, value in self.bits.items():
+            if not isinstance(key, str) or not key:
+                raise ConfigError(f"quantize.bits: keys must be layer names, got {key!r}")
+            _check_int(value, f"quantize.bits[{key!r}]", 1, MAX_BITS)
+        # A read-only copy: the dataclass is frozen, its table should be too.
+        object.__setattr__(self, "bits", MappingProxyType(dict(self.bits)))
+        if self.init not in INITS:
+            raise ConfigError(f"quantize.init must be one of {', '.join(INITS)}, got {self.init!r}")
+        _check_int(self.lloyd_iterations, "quantize.lloyd_iterations", 0)
+        _check_int(self.seed, "quantize.seed", 0)
+        if not isinstance(self.finetune, TrainConfig):
+            raise ConfigError(f"quantize.finetune must be a TrainConfig, got {self.finetune!r}")
+
+    def __hash__(self) -> int:
+        # The generated hash would hash the (unhashable) read-only mapping.
+        key = (tuple(sorted(self.bits.items())), self.init, self.lloyd_iterations, self.seed)
+        return hash((*key, self.finetune))
+
+    @property
+    def uses_default_bits(self) -> bool:
+        """True when ``bits`` is the default table (whose ``conv*`` may match no layer)."""
+        return dict(self.bits) == dict(DEFAULT_BITS)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``[quantize]`` table (inverse of :meth:`from_dict`)."""
+        return {
+            "bits": dict(self.bits),
+            "init": self.init,
+            "lloyd_iterations": self.lloyd_iterations,
+            "seed": self.seed,
+            "finetune": self.finetune.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "quantize") -> QuantizeConfig:
+        """Build from the ``[quantize]`` table; unknown keys are a :class:`ConfigError`.
+
+        ``finetune`` keys not given take :data:`FINETUNE_DEFAULTS`.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {d!r}")
+        allowed = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - allowed
+        if unknown:
+            raise ConfigError(
+                f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})"
+            )
+        kwargs = dict(d)
+        if "bits" in kwargs and not isinstance(kwargs["bits"], Mapping):
+            raise ConfigError(
+                f'{where}.bits must be a table such as {{ "*" = 5, "conv*" = 8 }}, '
+                f"got {kwargs['bits']!r}"
+            )
+        kwargs["finetune"] = _finetune_config(
+            FINETUNE_DEFAULTS, d.get("finetune", {}), f"{where}.finetune"
+        )
+        return cls(**kwargs)
+
+
+def load_quantize_config(path: str | os.PathLike[str]) -> QuantizeConfig:
+    """Read the ``[quantize]`` table of a TOML recipe file.
+
+    Raises:
+        ConfigError: unreadable file, invalid TOML, no ``[quantize]`` table, or bad values.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read recipe ({e.strerror or e})") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    if "quantize" not in doc:
+        raise ConfigError(f"{path}: no [quantize] table")
+    try:
+        return QuantizeConfig.from_dict(doc["quantize"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
