@@ -1,0 +1,263 @@
+"""``deep-compression prune``, ``sensitivity`` and ``neuron``."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from deep_compression.cli._common import (
+    add_data_args,
+    existing_file,
+    nonnegative_float,
+    positive_int,
+    progress_enabled,
+    setup_threads,
+)
+from deep_compression.errors import ConfigError
+
+
+def _thresholds(text: str) -> list[float]:
+    """``0:3:0.25`` (start:stop:step, stop included) or ``0.5,1,1.5``."""
+    try:
+        if ":" in text:
+            start, stop, step = (float(t) for t in text.split(":"))
+            if step <= 0 or stop < start:
+                raise ValueError
+            n = int(round((stop - start) / step))
+            values = [start + i * step for i in range(n + 1)]
+        else:
+            values = [float(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not START:STOP:STEP or a comma-separated list of numbers"
+        ) from None
+    if not values or any(v != v or v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: thresholds must be numbers >= 0")
+    return sorted(set(round(v, 10) for v in values))
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "prune",
+        help="prune a checkpoint with an iterative prune -> retrain schedule",
+        description="Prune a trained checkpoint following the [prune] table of a TOML "
+        "recipe (rounds of pruning, each followed by retraining), and save the pruned "
+        "checkpoint. Pruned weights are masked: exactly zero, never updated, never regrown.",
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
+    p.add_argument(
+        "--recipe",
+        required=True,
+        type=existing_file,
+        help="TOML file with a [prune] table (other tables are ignored)",
+    )
+    p.add_argument("--out", required=True, type=Path, help="pruned checkpoint (.safetensors)")
+    add_data_args(p)
+    p.set_defaults(func=run_prune)
+
+    s = sub.add_parser(
+        "sensitivity",
+        help="prune one layer at a time, plot accuracy vs. kept fraction, suggest thresholds",
+        description="Sensitivity analysis: prune each layer alone at rising thresholds "
+        "s x std(layer weights), without retraining; record test accuracy; write "
+        "sensitivity.csv and sensitivity.png to --out and print per-layer thresholds that "
+        "lose at most --budget accuracy.",
+    )
+    s.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
+    s.add_argument("--out", required=True, type=Path, help="directory for the CSV and PNG")
+    s.add_argument(
+        "--thresholds",
+        type=_thresholds,
+        default=_thresholds("0:3:0.125"),
+        metavar="SPEC",
+        help="values of s: START:STOP:STEP or a list a,b,c (default 0:3:0.125)",
+    )
+    s.add_argument(
+        "--budget",
+        type=nonnegative_float,
+        default=0.5,
+        help="accuracy loss allowed per layer, in percentage points (default 0.5)",
+    )
+    s.add_argument(
+        "--layers", nargs="+", metavar="PATTERN", help="only these layers (names or patterns)"
+    )
+    s.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="evaluate on the first N test images only (default: all)",
+    )
+    add_data_args(s)
+    s.set_defaults(func=run_sensitivity)
+
+    n = sub.add_parser(
+        "neuron",
+        help="smallest subset of a neuron's inputs that keeps its output (the original 'reduce')",
+        description="Read rows of (weight, input value) for one neuron from a CSV file (a "
+        "header row is allowed) and find the smallest subset of inputs whose summed "
+        "contribution weight*input stays within a tolerance of the full pre-activation. "
+        "Exact dynamic programming for small inputs; a clearly labelled greedy fallback "
+        "for large ones.",
+    )
+    n.add_argument("csv", metavar="WEIGHTS_CSV", type=existing_file)
+    tol = n.add_mutually_exclusive_group()
+    tol.add_argument(
+        "--tolerance",
+        type=nonnegative_float,
+        default=None,
+        help="absolute tolerance on the pre-activation",
+    )
+    tol.add_argument(
+        "--relative",
+        type=nonnegative_float,
+        default=None,
+        help="tolerance as a fraction of |full pre-activation| (default 0.01)",
+    )
+    n.add_argument("--bias", type=float, default=0.0, help="the neuron's bias (default 0)")
+    n.add_argument(
+        "--method",
+        choices=("auto", "exact", "greedy"),
+        default="auto",
+        help="auto: exact when the problem is small enough, else greedy (default)",
+    )
+    n.set_defaults(func=run_neuron)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from deep_compression.checkpoint import load_model, save_checkpoint
+    from deep_compression.data import load_dataset
+    from deep_compression.prune.core import sparsity_report
+    from deep_compression.prune.schedule import RoundResult, load_schedule, run_schedule
+    from deep_compression.report import format_table
+    from deep_compression.train import evaluate
+
+    setup_threads(args.threads)
+    if args.out.suffix != ".safetensors":
+        raise ConfigError(f"--out {args.out}: checkpoints are .safetensors files")
+    schedule = load_schedule(args.recipe)
+    model, meta = load_model(args.checkpoint)
+    dataset = meta.get("dataset", "mnist")
+    train, test = load_dataset(dataset, args.data_dir)
+    _, acc0 = evaluate(model, test)
+    before = sparsity_report(model)
+    print(
+        f"pruning {args.checkpoint} ({meta['model']['name']}, test error {100 * (1 - acc0):.2f}%, "
+        f"{100 * before.kept_fraction:.2f}% of {before.weights:,} weights kept) with "
+        f"{args.recipe}: {len(schedule.rounds)} rounds, {schedule.total_epochs} retraining epochs"
+    )
+
+    def on_round(r: RoundResult) -> None:
+        layers = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.report.kept_fractions().items())
+        print(
+            f"round {r.round}/{len(schedule.rounds)}: kept {100 * r.report.kept_fraction:.2f}% "
+            f"({layers}); test error {100 * (1 - r.accuracy_pruned):.2f}% pruned -> "
+            f"{100 * (1 - r.accuracy_retrained):.2f}% after {r.epochs} epochs ({r.seconds:.0f}s)",
+            flush=True,
+        )
+
+    t0 = time.perf_counter()
+    results = run_schedule(
+        model, schedule, train, test, progress=progress_enabled(), on_round=on_round
+    )
+    seconds = time.perf_counter() - t0
+    report = sparsity_report(model)
+    _, acc = evaluate(model, test)
+    kwargs = dict(meta["model"].get("kwargs", {}))
+    rates = results[-1].dropout if results else {}
+    if rates:
+        # The checkpoint rebuilds the model from one model-wide ``dropout`` argument; the
+        # per-module rates are recorded exactly beside it, and the largest is kept as the
+        # model-wide value (no module is regularised less than its scaled rate).
+        kwargs["dropout"] = max(rates.values())
+    new_meta = {
+        **meta,
+        "stage": "pruned",
+        "model": {**meta["model"], "kwargs": kwargs},
+        "test_accuracy": acc,
+        "test_error": 1 - acc,
+        "source": {
+            "checkpoint": str(args.checkpoint),
+            "stage": meta.get("stage"),
+            "test_error": 1 - acc0,
+        },
+        "prune_schedule": schedule.to_dict(),
+        "prune_rounds": [r.to_dict() for r in results],
+        "kept_fraction": report.kept_fraction,
+        "layers_kept": report.to_dict(),
+        "dropout_rates": rates,
+        "prune_seconds": round(seconds, 1),
+        "train_config": schedule.retrain_config(len(schedule.rounds) - 1).to_dict(),
+    }
+    save_checkpoint(args.out, model, new_meta)
+    print(format_table(["layer", "weights", "kept", "kept %"], report.table_rows()))
+    print(
+        f"test error {100 * (1 - acc0):.2f}% -> {100 * (1 - acc):.2f}% with "
+        f"{100 * report.kept_fraction:.2f}% of weights kept "
+        f"({report.weights / max(1, report.kept):.1f}x fewer); {seconds:.0f}s; saved {args.out}"
+    )
+    return 0
+
+
+def run_sensitivity(args: argparse.Namespace) -> int:
+    from deep_compression.checkpoint import load_model
+    from deep_compression.data import Split, load_dataset
+    from deep_compression.prune.sensitivity import (
+        sensitivity_analysis,
+        suggest_thresholds,
+        write_csv,
+    )
+    from deep_compression.report import format_table
+    from deep_compression.report.sensitivity_plot import plot_sensitivity
+
+    setup_threads(args.threads)
+    model, meta = load_model(args.checkpoint)
+    _, test = load_dataset(meta.get("dataset", "mnist"), args.data_dir)
+    if args.limit is not None:
+        test = Split(test.x[: args.limit], test.y[: args.limit])
+    t0 = time.perf_counter()
+    result = sensitivity_analysis(
+        model, test, args.thresholds, layers=args.layers, progress=progress_enabled()
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(result, args.out / "sensitivity.csv")
+    png_path = plot_sensitivity(
+        result, args.out / "sensitivity.png", title=f"{meta['model']['name']}: {args.checkpoint}"
+    )
+    suggestions = suggest_thresholds(result, args.budget / 100)
+    print(
+        f"baseline test accuracy {100 * result.baseline:.2f}% on {len(test):,} images; "
+        f"{len(result.points)} evaluations in {time.perf_counter() - t0:.0f}s; "
+        f"wrote {csv_path} and {png_path}"
+    )
+    rows = [
+        [
+            s.layer,
+            f"{s.s:g}",
+            f"{100 * s.kept_fraction:.1f}%",
+            f"{100 * s.accuracy:.2f}%",
+            f"{100 * (result.baseline - s.accuracy):+.2f}",
+        ]
+        for s in suggestions
+    ]
+    print(f"largest s per layer losing at most {args.budget:g} points of accuracy:")
+    print(format_table(["layer", "s", "kept", "accuracy", "loss (points)"], rows))
+    print("as a [[prune.rounds]] criteria table:")
+    for s in suggestions:
+        print(f'{s.layer} = {{ method = "std", s = {s.s:g} }}')
+    return 0
+
+
+def run_neuron(args: argparse.Namespace) -> int:
+    from deep_compression.prune.neuron import read_neuron_csv, reduce_neuron
+
+    weights, inputs = read_neuron_csv(args.csv)
+    full = float((weights * inputs).sum()) + args.bias
+    if args.tolerance is not None:
+        tolerance = args.tolerance
+    else:
+        relative = 0.01 if args.relative is None else args.relative
+        tolerance = relative * abs(full)
+    r = reduce_neuron(weights, inputs, tolerance, bias=args.bias, method=args.method)
+    print(r.describe())
+    return 0

@@ -1,0 +1,433 @@
+"""Prune a model in place, report its sparsity, and strip the masks for deployment.
+
+``prune_(model, criteria)`` computes a keep-mask per layer with the criterion that
+applies to it (see :mod:`deep_compression.prune.config`) and folds it into the layer:
+
+- a layer without a mask gets a :class:`PruningMask` parametrization on ``weight``;
+- a layer that already has one gets the new mask ANDed into it, so a weight once pruned
+  never comes back, whatever a later criterion says;
+- the float weight under the mask (``parametrizations.weight.original``) is set to 0 at
+  the pruned positions. The mask alone already makes those entries 0 in every forward
+  pass and gives them zero gradient; zeroing the stored value as well means momentum
+  and coupled weight decay (whose update is proportional to the value) have nothing to
+  move either.
+
+Works on any ``nn.Module``: every ``Linear`` and ``Conv1d/2d/3d`` is a candidate; biases
+are never pruned.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from deep_compression.errors import ConfigError
+from deep_compression.layer_config import check_patterns, resolve
+from deep_compression.prune.config import (
+    ActivationAware,
+    Criterion,
+    GlobalMagnitude,
+    KeepFraction,
+    NoPruning,
+    StdThreshold,
+)
+from deep_compression.prune.mask import PruningMask, get_mask, prunable_layers
+
+__all__ = [
+    "LayerSparsity",
+    "SparsityReport",
+    "prune_",
+    "apply_mask_",
+    "strip_pruning",
+    "sparsity_report",
+    "activation_means",
+    "dropout_inputs",
+    "DROPOUT_TYPES",
+]
+
+DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass(frozen=True)
+class LayerSparsity:
+    """How many of one layer's weights survive."""
+
+    name: str
+    shape: tuple[int, ...]
+    weights: int
+    kept: int
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.kept / self.weights if self.weights else 1.0
+
+
+@dataclass(frozen=True)
+class SparsityReport:
+    """Per-layer and total kept weights of a model (biases are not counted)."""
+
+    layers: tuple[LayerSparsity, ...]
+
+    @property
+    def weights(self) -> int:
+        return sum(r.weights for r in self.layers)
+
+    @property
+    def kept(self) -> int:
+        return sum(r.kept for r in self.layers)
+
+    @property
+    def kept_fraction(self) -> float:
+        return self.kept / self.weights if self.weights else 1.0
+
+    def kept_fractions(self) -> dict[str, float]:
+        return {r.name: r.kept_fraction for r in self.layers}
+
+    def table_rows(self) -> list[list[object]]:
+        """Rows ``(layer, weights, kept, kept %)`` plus a total, for ``format_table``."""
+        rows: list[list[object]] = [
+            [r.name, r.weights, r.kept, f"{100 * r.kept_fraction:.2f}%"] for r in self.layers
+        ]
+        rows.append(["total", self.weights, self.kept, f"{100 * self.kept_fraction:.2f}%"])
+        return rows
+
+    def to_dict(self) -> dict[str, dict[str, int | float]]:
+        return {
+            r.name: {"weights": r.weights, "kept": r.kept, "kept_fraction": r.kept_fraction}
+            for r in self.layers
+        }
+
+
+def sparsity_report(model: nn.Module) -> SparsityReport:
+    """Kept weights per prunable layer of ``model``.
+
+    A layer with a mask counts the mask's True entries; a layer without one (dense, or
+    stripped by :func:`strip_pruning`) counts its non-zero weights.
+    """
+    rows = []
+    for name, layer in prunable_layers(model).items():
+        mask = get_mask(layer)
+        weight = layer.weight
+        kept = int(mask.sum()) if mask is not None else int(torch.count_nonzero(weight))
+        rows.append(LayerSparsity(name, tuple(weight.shape), weight.numel(), kept))
+    return SparsityReport(tuple(rows))
+
+
+# --------------------------------------------------------------------------- masks
+
+
+@torch.no_grad()
+def apply_mask_(layer: nn.Module, keep: torch.Tensor) -> torch.Tensor:
+    """AND the bool ``keep`` (the weight's shape) into ``layer``'s mask; return the mask.
+
+    Registers a :class:`PruningMask` if the layer has no mask yet. An existing mask (a
+    pruning mask, or the mask of a quantized weight) is updated in place, so pruned
+    entries never grow back. The stored float weight is zeroed where the mask is False.
+    """
+    if keep.shape != layer.weight.shape:
+        raise ConfigError(
+            f"mask shape {tuple(keep.shape)} does not fit weight {tuple(layer.weight.shape)}"
+        )
+    mask = get_mask(layer)
+    if mask is None:
+        parametrize.register_parametrization(layer, "weight", PruningMask(keep), unsafe=True)
+        mask = get_mask(layer)
+        assert mask is not None
+    else:
+        mask.logical_and_(keep.to(mask.device))
+    original = layer.parametrizations.weight.original
+    original.masked_fill_(~mask, 0.0)
+    return mask
+
+
+def _current_mask(layer: nn.Module) -> torch.Tensor:
+    mask = get_mask(layer)
+    return mask if mask is not None else torch.ones_like(layer.weight, dtype=torch.bool)
+
+
+def _top_k_mask(importance: torch.Tensor, k: int) -> torch.Tensor:
+    """Bool mask of the ``k`` largest entries of ``importance`` (any shape)."""
+    flat = importance.flatten()
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    if k > 0:
+        keep[torch.topk(flat, k, sorted=False).indices] = True
+    return keep.view_as(importance)
+
+
+def _count(fraction: float, n: int) -> int:
+    return max(1, min(n, round(fraction * n)))
+
+
+# --------------------------------------------------------------------------- activations
+
+
+def _conv_patch_abs_sum(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """Sum over batch and output positions of ``|x|`` at every (channel, kernel offset).
+
+    Returns ``(sums (C_in, *kernel), count)``; ``sums / count`` is the mean ``|x|`` that
+    each weight ``w[o, c, k...]`` multiplies (the mean of ``|unfold(x)|``).
+    """
+    dims = len(layer.kernel_size)
+    ax = x.abs()
+    if x.dim() == dims + 1:  # unbatched input
+        ax = ax.unsqueeze(0)
+    pad = layer._reversed_padding_repeated_twice
+    if any(pad):
+        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+        ax = nn.functional.pad(ax, pad, mode=mode)
+    spatial = ax.shape[2:]
+    out = [
+        (spatial[d] - layer.dilation[d] * (layer.kernel_size[d] - 1) - 1) // layer.stride[d] + 1
+        for d in range(dims)
+    ]
+    sums = torch.zeros((ax.shape[1], *layer.kernel_size), dtype=torch.float64)
+    for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
+        index = [slice(None), slice(None)]
+        for d in range(dims):
+            start = offset[d] * layer.dilation[d]
+            index.append(slice(start, start + layer.stride[d] * (out[d] - 1) + 1, layer.stride[d]))
+        sums[(slice(None), *offset)] = ax[tuple(index)].sum(dim=[0, *range(2, dims + 2)]).double()
+    return sums, ax.shape[0] * math.prod(out)
+
+
+@torch.no_grad()
+def activation_means(
+    model: nn.Module, layers: Iterable[str], calibration: torch.Tensor, batch_size: int = 256
+) -> dict[str, torch.Tensor]:
+    """Mean ``|x|`` of the input each weight of each named layer multiplies.
+
+    The model runs in eval mode (no dropout) on ``calibration`` (``(N, ...)`` inputs).
+
+    Returns:
+        ``{name: means}`` with ``means`` of shape ``(in_features,)`` for ``Linear`` and
+        ``(C_in, *kernel_size)`` for convolutions.
+    """
+    modules = dict(model.named_modules())
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+
+    def hook_for(name: str):
+        layer = modules[name]
+
+        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
+            x = args[0].detach()
+            if isinstance(layer, nn.Linear):
+                s = x.abs().reshape(-1, x.shape[-1]).sum(0).double()
+                c = x.numel() // x.shape[-1]
+            else:
+                s, c = _conv_patch_abs_sum(layer, x)
+            sums[name] = sums[name] + s if name in sums else s
+            counts[name] = counts.get(name, 0) + c
+
+        return hook
+
+    names = list(layers)
+    handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
+    was_training = model.training
+    model.eval()
+    try:
+        for i in range(0, calibration.shape[0], batch_size):
+            model(calibration[i : i + batch_size])
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    missing = [n for n in names if n not in sums]
+    if missing:
+        raise ConfigError(f"layers {missing} were not called in the forward pass")
+    return {n: (sums[n] / max(1, counts[n])).float() for n in names}
+
+
+def _activation_importance(layer: nn.Module, means: torch.Tensor) -> torch.Tensor:
+    """``|w| * mean|x|`` broadcast to the weight's shape (grouped convolutions included)."""
+    w = layer.weight.detach().abs()
+    if isinstance(layer, nn.Linear):
+        return w * means
+    groups = layer.groups
+    out_per_group = w.shape[0] // groups
+    per_group = means.reshape(groups, w.shape[1], *means.shape[1:])
+    return w * per_group.repeat_interleave(out_per_group, dim=0)
+
+
+# --------------------------------------------------------------------------- prune_
+
+
+_CRITERION_TYPES = (StdThreshold, KeepFraction, GlobalMagnitude, ActivationAware, NoPruning)
+
+
+def _as_criteria(config: object) -> Mapping[str, Criterion]:
+    from deep_compression.prune.config import criteria_from_dict
+
+    if isinstance(config, _CRITERION_TYPES):
+        return {"*": config}
+    if isinstance(config, Mapping):
+        if all(isinstance(v, _CRITERION_TYPES) for v in config.values()):
+            return config
+        return criteria_from_dict(config)
+    raise ConfigError(f"not a pruning criterion or per-layer table: {config!r}")
+
+
+@torch.no_grad()
+def prune_(
+    model: nn.Module,
+    config: Criterion | Mapping[str, Criterion] | Mapping[str, object],
+    *,
+    calibration: torch.Tensor | None = None,
+) -> SparsityReport:
+    """Prune ``model`` in place.
+
+    Args:
+        model: any module; its ``Linear`` and ``ConvNd`` layers are pruned.
+        config: one criterion for every layer, or a per-layer table
+            ``{"*": default, "fc1": ...}`` of criteria (or of their dict forms).
+        calibration: ``(N, ...)`` model inputs, needed by the activation-aware criterion.
+
+    Returns:
+        The sparsity of the model afterwards.
+
+    Raises:
+        ConfigError: a key matches no layer, a layer has no criterion, or the
+            activation-aware criterion is used without calibration data.
+    """
+    criteria = _as_criteria(config)
+    layers = prunable_layers(model)
+    if not layers:
+        raise ConfigError("the model has no Linear or Conv layer to prune")
+    check_patterns(criteria, layers, "pruning criteria")
+    chosen = {name: resolve(criteria, name, "pruning criterion") for name in layers}
+
+    needs_acts = [n for n, c in chosen.items() if isinstance(c, ActivationAware)]
+    means: dict[str, torch.Tensor] = {}
+    if needs_acts:
+        if calibration is None:
+            raise ConfigError(f"activation-aware pruning of {needs_acts} needs calibration inputs")
+        means = activation_means(model, needs_acts, calibration)
+
+    pools: dict[GlobalMagnitude, list[str]] = {}
+    for name, crit in chosen.items():
+        layer = layers[name]
+        if isinstance(crit, NoPruning):
+            continue
+        current = _current_mask(layer)
+        w = layer.weight.detach()
+        if isinstance(crit, StdThreshold):
+            survivors = w[current].double()
+            std = float(survivors.std(correction=0)) if survivors.numel() > 1 else 0.0
+            keep = w.abs() >= crit.s * std
+        elif isinstance(crit, KeepFraction):
+            # Already pruned entries rank below every survivor (importance -1).
+            importance = torch.where(current, w.abs(), torch.full_like(w, -1.0))
+            keep = _top_k_mask(importance, _count(crit.keep, w.numel()))
+        elif isinstance(crit, ActivationAware):
+            importance = _activation_importance(layer, means[name])
+            importance = torch.where(current, importance, torch.full_like(w, -1.0))
+            keep = _top_k_mask(importance, _count(crit.keep, w.numel()))
+        else:
+            assert isinstance(crit, GlobalMagnitude)
+            if crit.threshold is not None:
+                keep = w.abs() >= crit.threshold
+            else:
+                pools.setdefault(crit, []).append(name)
+                continue
+        apply_mask_(layer, keep)
+
+    for crit, names in pools.items():
+        assert crit.keep is not None
+        parts = []
+        for name in names:
+            w = layers[name].weight.detach()
+            parts.append(torch.where(_current_mask(layers[name]), w.abs(), -1.0).flatten())
+        pooled = torch.cat(parts)
+        keep_all = _top_k_mask(pooled, _count(crit.keep, pooled.numel()))
+        start = 0
+        for name, part in zip(names, parts):
+            layer = layers[name]
+            apply_mask_(layer, keep_all[start : start + part.numel()].view_as(layer.weight))
+            start += part.numel()
+    return sparsity_report(model)
+
+
+def strip_pruning(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with plain ``weight`` parameters: pruned entries are 0.
+
+    The weight of every prunable layer whose parametrization carries a mask becomes an
+    ordinary ``nn.Parameter`` holding its current value (the masked product); ``model``
+    itself is unchanged.
+
+    Raises:
+        ConfigError: a masked layer also has other parametrized tensors (e.g. its bias).
+    """
+    stripped = copy.deepcopy(model)
+    for name, layer in prunable_layers(stripped).items():
+        if get_mask(layer) is None:
+            continue
+        if set(layer.parametrizations.keys()) != {"weight"}:
+            raise ConfigError(
+                f"{name}: cannot strip a layer with parametrized tensors "
+                f"{sorted(layer.parametrizations.keys())}"
+            )
+        # Not parametrize.remove_parametrizations: a deep copy shares torch's injected
+        # ``Parametrized<Layer>`` class with the original, and removal deletes the
+        # ``weight`` property from that shared class, breaking ``model``. Restoring the
+        # base class on the copy alone leaves the original intact.
+        value = layer.weight.detach().clone()
+        del layer._modules["parametrizations"]
+        layer.__class__ = type(layer).__bases__[0]
+        layer.weight = nn.Parameter(value)
+    return stripped
+
+
+# --------------------------------------------------------------------------- dropout
+
+
+@torch.no_grad()
+def dropout_inputs(model: nn.Module, sample: torch.Tensor) -> dict[str, list[str]]:
+    """For each dropout module, the prunable layers whose output it drops.
+
+    Found by tracing one forward pass on ``sample``: a dropout module follows the last
+    prunable layer called before it (``fc1 -> relu -> drop1`` gives ``drop1: [fc1]``). A
+    module called several times collects every such layer. Modules never called, or
+    called before any prunable layer, are left out.
+    """
+    last: list[str | None] = [None]
+    follows: dict[str, list[str]] = {}
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, DROPOUT_TYPES):
+
+            def on_drop(_m: nn.Module, _a: object, name: str = name) -> None:
+                if last[0] is not None and last[0] not in follows.setdefault(name, []):
+                    follows[name].append(last[0])
+
+            handles.append(module.register_forward_pre_hook(on_drop))
+    for name, layer in prunable_layers(model).items():
+
+        def on_layer(_m: nn.Module, _a: object, _o: object, name: str = name) -> None:
+            last[0] = name
+
+        handles.append(layer.register_forward_hook(on_layer))
+    was_training = model.training
+    model.eval()
+    try:
+        model(sample)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {k: v for k, v in follows.items() if v}
