@@ -15,7 +15,7 @@ from deep_compression.dcz import (
     write_dcz,
 )
 from deep_compression.dcz.reader import to_dense
-from deep_compression.errors import ConfigError
+from deep_compression.errors import ConfigError, FormatError
 
 
 def bits_equal(a: np.ndarray, b: np.ndarray) -> bool:
@@ -81,11 +81,10 @@ def test_the_worked_example_of_the_spec() -> None:
         {"model": {"name": "demo", "kwargs": {}}},
         compress_header=False,
     )  # fmt: skip
-    assert len(blob) == 413
-    assert blob[:12].hex(" ") == "89 44 43 5a 01 00 00 00 70 01 00 00"
-    assert blob[12 + 368 :].hex(" ") == (
-        "00 00 00 bf 00 00 80 3e 00 00 80 3f 04 22 01 f8 60 03 21 20 8c "
-        "00 00 c0 3f 00 00 00 c0 a4 e9 5d 35"
+    assert len(blob) == 437
+    assert blob[:12].hex(" ") == "89 44 43 5a 01 00 00 00 92 01 00 00"
+    assert blob[12 + 402 :].hex(" ") == (
+        "00 b8 00 34 00 3c 04 22 01 f8 60 03 21 20 8c 00 3e 00 c0 22 a5 2e e0"
     )
     assert decode(blob)[0]["w"].tolist() == [
         [0, -0.5, 0, 0.25, 0.25, 0, 0, 0],
@@ -152,3 +151,46 @@ def test_summary_of_odd_files() -> None:
         s = summarize(open_dcz(to_bytes(records, {})))
         assert s["file_bytes"] == sum(s["breakdown"].values())
         assert "this file" in format_summary(s)
+
+
+def test_float16_storage_only_when_exact() -> None:
+    """Float payloads go to 2 bytes exactly when nothing is lost, bits and zero signs alike."""
+    from deep_compression.dcz import open_dcz
+
+    exact = np.array([1.5, -0.0, 2.0**-14, 65504.0], np.float32)  # all binary16 values
+    inexact = np.array([1.5, 0.1], np.float32)  # 0.1 is not
+    records = [
+        DenseTensor("exact", exact),
+        DenseTensor("inexact", inexact),
+        QuantizedTensor("q", (8,), np.array([2, 5]), np.array([1, 0]), exact[:2].copy(), 3),
+        SparseTensor("s", (8,), np.array([0, 7]), np.array([0.1, 3.0], np.float32), 3),
+    ]
+    blob = to_bytes(records, {}, coder="huffman", compress_header=False)
+    f = open_dcz(blob)
+    half = {t.name: t.half for t in f.tensors}
+    assert half == {"exact": True, "inexact": False, "q": True, "s": False}
+    arrays, _ = decode(blob)
+    assert arrays["exact"].view(np.uint32).tolist() == exact.view(np.uint32).tolist()
+    assert arrays["inexact"].tolist() == inexact.tolist()
+    assert f.tensors[0].segments["data"].length == 8  # 4 values x 2 bytes
+
+
+@pytest.mark.parametrize(
+    ("store", "dtype", "message"),
+    [("float8", "float32", "store 'float8' is not allowed"),
+     ("float16", "int32", "store 'float16' is not allowed")],
+)  # fmt: skip
+def test_bad_store_rejected(store: str, dtype: str, message: str) -> None:
+    import json
+    import struct
+    import zlib
+
+    blob = to_bytes([DenseTensor("d", np.zeros(2, np.int32))], {}, compress_header=False)
+    h = int.from_bytes(blob[8:12], "little")
+    header = json.loads(blob[12 : 12 + h])
+    header["tensors"][0].update(store=store, dtype=dtype)
+    text = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    body = blob[:8] + struct.pack("<I", len(text)) + text + blob[12 + h : -4]
+    bad = body + struct.pack("<I", zlib.crc32(body))
+    with pytest.raises(FormatError, match=message):
+        decode(bad)

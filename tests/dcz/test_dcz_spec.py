@@ -139,8 +139,9 @@ def spec_decode(blob: bytes) -> dict[str, tuple[list[int], list]]:
     out = {}
     for t in header["tensors"]:
         numel = math.prod(t["shape"])
+        f = "e" if t.get("store") == "float16" else "f"  # section 4, optional key "store"
         if t["enc"] == "dense":
-            fmt = DTYPE_FORMATS[t["dtype"]]
+            fmt = "e" if t.get("store") == "float16" else DTYPE_FORMATS[t["dtype"]]
             out[t["name"]] = (t["shape"], list(struct.unpack(f"<{numel}{fmt}", seg(t["data"]))))
             continue
         e = 2 ** t["gap_bits"] - 1
@@ -153,9 +154,9 @@ def spec_decode(blob: bytes) -> dict[str, tuple[list[int], list]]:
                 if s < e:
                     positions.append(pos)
         if t["enc"] == "sparse":
-            values = list(struct.unpack(f"<{t['kept']}f", seg(t["values"])))
+            values = list(struct.unpack(f"<{t['kept']}{f}", seg(t["values"])))
         else:
-            codebook = struct.unpack(f"<{t['k']}f", seg(t["codebook"]))
+            codebook = struct.unpack(f"<{t['k']}{f}", seg(t["codebook"]))
             values = [codebook[i] for i in stream(t["indices"], t["k"])]
         dense = [0.0] * numel
         for p, v in zip(positions, values):
@@ -194,6 +195,8 @@ def test_spec_decoder_agrees_on_random_tensors(
     numel = int(rng.integers(0, 400))
     positions = np.flatnonzero(rng.random(numel) < density)
     codebook = rng.normal(size=k).astype(np.float32)
+    if seed % 2:  # half of the cases: float16-exact payloads, stored as float16
+        codebook = codebook.astype(np.float16).astype(np.float32)
     skew = rng.dirichlet(np.full(k, 0.3))
     records = [
         QuantizedTensor("q", (numel,), positions, rng.choice(k, positions.size, p=skew),
@@ -201,5 +204,6 @@ def test_spec_decoder_agrees_on_random_tensors(
         SparseTensor("s", (numel,), positions, rng.normal(size=positions.size).astype(np.float32),
                      bits),
         DenseTensor("d", rng.integers(-5, 5, size=3).astype(np.int16)),
+        DenseTensor("h", rng.integers(-5, 5, size=4).astype(np.float32) / 4),
     ]  # fmt: skip
     check_agree(to_bytes(records, {}, coder=coder, chunk=chunk))

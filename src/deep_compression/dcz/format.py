@@ -109,6 +109,10 @@ _KEYS = {
     },
 }
 _STREAM_KEYS = {"coder", "n", "at"}
+# Optional in every tensor object: "store": "float16" says its float32 payload (dense data,
+# sparse values or codebook) is stored as IEEE binary16, every value exactly representable.
+_OPTIONAL_KEYS = {"store"}
+STORES = ("float16",)
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,12 @@ class TensorEntry:
     k: int | None
     streams: dict[str, Stream]
     segments: dict[str, Segment]
+    half: bool = False
+
+    @property
+    def float_bytes(self) -> int:
+        """Bytes per stored float of the payload (dense data, values, codebook)."""
+        return 2 if self.half else 4
 
     @property
     def output_bytes(self) -> int:
@@ -167,10 +177,12 @@ def _int(value: Any, where: str, lo: int, hi: int) -> int:
     return value
 
 
-def _obj(value: Any, where: str, keys: set[str]) -> dict[str, Any]:
+def _obj(
+    value: Any, where: str, keys: set[str], optional: frozenset[str] = frozenset()
+) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise FormatError(f"{where} must be a JSON object")
-    missing, unknown = keys - value.keys(), value.keys() - keys
+    missing, unknown = keys - value.keys(), value.keys() - keys - optional
     if missing:
         raise FormatError(f"{where} lacks {', '.join(sorted(missing))}")
     if unknown:
@@ -218,7 +230,7 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
     enc = value.get("enc")
     if enc not in ENCODINGS:
         raise FormatError(f"{where}: unknown encoding {enc!r:.40} (known: {', '.join(ENCODINGS)})")
-    obj = _obj(value, where, _KEYS[enc])
+    obj = _obj(value, where, _KEYS[enc], frozenset(_OPTIONAL_KEYS))
     name = obj["name"]
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
         raise FormatError(f"{where}: name must be a string of 1..{MAX_NAME_CHARS} characters")
@@ -233,14 +245,24 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
     dtype = obj["dtype"]
     if dtype not in DTYPES:
         raise FormatError(f"{where}: unsupported dtype {dtype!r:.40}")
+    half = "store" in obj
+    if half and (obj["store"] not in STORES or dtype != "float32"):
+        raise FormatError(
+            f'{where}: store {obj["store"]!r:.40} is not allowed (only "float16", and only '
+            "for float32 tensors)"
+        )
+    fb = 2 if half else 4  # bytes per stored float of the payload
     if enc == "dense":
         seg = _segment(obj["data"], f"{where} data", data_len)
-        if seg.length != numel * ITEMSIZE[dtype]:
+        itemsize = fb if half else ITEMSIZE[dtype]
+        if seg.length != numel * itemsize:
             raise FormatError(
-                f"{where}: {numel} x {dtype} needs {numel * ITEMSIZE[dtype]} bytes, "
-                f"segment has {seg.length}"
+                f"{where}: {numel} x {'float16' if half else dtype} needs {numel * itemsize} "
+                f"bytes, segment has {seg.length}"
             )
-        return TensorEntry(name, shape, dtype, enc, numel, numel, None, None, {}, {"data": seg})
+        return TensorEntry(
+            name, shape, dtype, enc, numel, numel, None, None, {}, {"data": seg}, half
+        )
 
     if dtype != "float32":
         raise FormatError(f"{where}: {enc} tensors must be float32, not {dtype}")
@@ -262,25 +284,25 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
     k = None
     if enc == "sparse":
         segments["values"] = _segment(obj["values"], f"{where} values", data_len)
-        if segments["values"].length != 4 * kept:
+        if segments["values"].length != fb * kept:
             raise FormatError(
-                f"{where}: {kept} float32 values need {4 * kept} bytes, segment has "
+                f"{where}: {kept} values of {fb} bytes need {fb * kept} bytes, segment has "
                 f"{segments['values'].length}"
             )
     else:
         k = _int(obj["k"], f"{where} k", 1, MAX_CODEBOOK)
         segments["codebook"] = _segment(obj["codebook"], f"{where} codebook", data_len)
-        if segments["codebook"].length != 4 * k:
+        if segments["codebook"].length != fb * k:
             raise FormatError(
-                f"{where}: codebook of {k} float32 needs {4 * k} bytes, segment has "
-                f"{segments['codebook'].length}"
+                f"{where}: codebook of {k} values of {fb} bytes needs {fb * k} bytes, segment "
+                f"has {segments['codebook'].length}"
             )
         indices = _stream(obj["indices"], f"{where} indices", k, data_len, kept)
         if indices.n != kept:
             raise FormatError(f"{where}: {indices.n} cluster indices for {kept} kept entries")
         streams["indices"] = indices
         segments["indices"] = indices.segment
-    return TensorEntry(name, shape, dtype, enc, numel, kept, gap_bits, k, streams, segments)
+    return TensorEntry(name, shape, dtype, enc, numel, kept, gap_bits, k, streams, segments, half)
 
 
 def validate_header(

@@ -185,6 +185,11 @@ class DczFile:
             out[(t.name, role)] = s
         return out
 
+    def _floats(self, t: TensorEntry, role: str) -> np.ndarray:
+        """A float payload as float32: stored float32, or float16 widened exactly."""
+        stored = np.dtype("<f2") if t.half else np.dtype("<f4")
+        return np.frombuffer(self.segment(t, role), dtype=stored).astype(np.float32)
+
     def records(self) -> list[Tensor]:
         """The tensors as writer records (positions, indices, codebooks), in file order.
 
@@ -195,6 +200,10 @@ class DczFile:
         out: list[Tensor] = []
         for t in self.tensors:
             where = f"{self.where}: tensor {t.name!r}"
+            if t.encoding == "dense" and t.half:
+                arr = self._floats(t, "data").reshape(t.shape)
+                out.append(DenseTensor(t.name, arr))
+                continue
             if t.encoding == "dense":
                 raw = np.frombuffer(self.segment(t, "data"), dtype=DTYPES[t.dtype])
                 if t.dtype == "bool" and raw.view(np.uint8).max(initial=0) > 1:
@@ -210,12 +219,10 @@ class DczFile:
                     symbols[(t.name, "gaps")], t.gap_bits, t.numel, t.kept, f"{where} gaps"
                 )
             if t.encoding == "sparse":
-                values = np.frombuffer(self.segment(t, "values"), dtype="<f4").astype(np.float32)
+                values = self._floats(t, "values")
                 out.append(SparseTensor(t.name, t.shape, positions, values, t.gap_bits))
             else:
-                codebook = np.frombuffer(self.segment(t, "codebook"), dtype="<f4").astype(
-                    np.float32
-                )
+                codebook = self._floats(t, "codebook")
                 indices = symbols[(t.name, "indices")]
                 out.append(
                     QuantizedTensor(t.name, t.shape, positions, indices, codebook, t.gap_bits)

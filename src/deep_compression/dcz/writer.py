@@ -110,6 +110,17 @@ def _check_sparse(t: SparseTensor | QuantizedTensor) -> tuple[np.ndarray, int]:
     return pos, numel
 
 
+def _float_payload(values: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """Little-endian bytes of float32 ``values``: as float16 when every value (and the sign
+    of every zero) survives the round trip exactly, else as float32. Lossless either way."""
+    f32 = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
+    if f32.size and np.isfinite(f32).all():
+        f16 = f32.astype("<f2")
+        if np.array_equal(f16.astype("<f4").view("<u4"), f32.view("<u4")):
+            return f16.tobytes(), {"store": "float16"}
+    return f32.tobytes(), {}
+
+
 def _pick(symbols: np.ndarray, alphabet: int, coder: str, chunk: int) -> tuple[str, bytes]:
     if coder != "best":
         return coder, encode_stream(symbols, alphabet, coder, chunk)
@@ -180,7 +191,11 @@ def to_bytes(
             )
             if dtype is None:
                 raise ConfigError(f"{t.name}: dtype {arr.dtype} cannot be stored")
-            data = np.ascontiguousarray(arr, dtype=DTYPES[dtype]).tobytes()
+            store: dict[str, str] = {}
+            if dtype == "float32":
+                data, store = _float_payload(arr)
+            else:
+                data = np.ascontiguousarray(arr, dtype=DTYPES[dtype]).tobytes()
             entries.append(
                 {
                     "name": t.name,
@@ -188,6 +203,7 @@ def to_bytes(
                     "dtype": dtype,
                     "enc": "dense",
                     "data": put(data),
+                    **store,
                 }
             )
             continue
@@ -205,9 +221,9 @@ def to_bytes(
             values = np.asarray(t.values, dtype="<f4").reshape(-1)
             if values.size != kept:
                 raise ConfigError(f"{t.name}: {values.size} values for {kept} positions")
-            entry.update(
-                enc="sparse", gaps=stream(gaps, 1 << t.gap_bits), values=put(values.tobytes())
-            )
+            data, store = _float_payload(values)
+            entry.update(enc="sparse", gaps=stream(gaps, 1 << t.gap_bits), **store)
+            entry["values"] = put(data)
         else:
             codebook = np.asarray(t.codebook, dtype="<f4").reshape(-1)
             k = codebook.size
@@ -218,7 +234,8 @@ def to_bytes(
                 raise ConfigError(f"{t.name}: {idx.size} indices for {kept} positions")
             if idx.size and (idx.min() < 0 or idx.max() >= k):
                 raise ConfigError(f"{t.name}: cluster indices outside [0, {k})")
-            entry.update(enc="quantized", k=k, codebook=put(codebook.tobytes()))
+            data, store = _float_payload(codebook)
+            entry.update(enc="quantized", k=k, codebook=put(data), **store)
             entry["gaps"] = stream(gaps, 1 << t.gap_bits)
             entry["indices"] = stream(idx, k)
         entries.append(entry)
