@@ -18,7 +18,7 @@ from deep_compression.errors import DeepCompressionError
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules in the order --help lists them (the order of the pipeline).
-_COMMANDS = ("train",)
+_COMMANDS = ("train", "prune", "quantize", "dcz", "compress")
 
 
 def build_parser() -> OneLineParser:

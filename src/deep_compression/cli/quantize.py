@@ -96,6 +96,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="LR",
         help="fine-tuning learning rate (default 0.001, Adam)",
     )
+    p.add_argument(
+        "--float16",
+        action="store_true",
+        help="after fine-tuning, round codebooks and biases to float16 values (stored in 2 "
+        "bytes each by the .dcz writer, losslessly)",
+    )
     p.add_argument("--out", required=True, type=Path, help="quantized checkpoint (.safetensors)")
     add_data_args(p)
     p.set_defaults(func=run_quantize)
@@ -128,13 +134,20 @@ def config_from_args(args: argparse.Namespace):
         finetune["lr"] = args.finetune_lr
     if finetune:
         changes["finetune"] = dataclasses.replace(config.finetune, **finetune)
+    if args.float16:
+        changes["float16"] = True
     return dataclasses.replace(config, **changes) if changes else config
 
 
 def run_quantize(args: argparse.Namespace) -> int:
     from deep_compression.checkpoint import load_model, save_checkpoint
     from deep_compression.data import load_dataset
-    from deep_compression.quantize import layer_bits, quantization_report, quantize_
+    from deep_compression.quantize import (
+        layer_bits,
+        quantization_report,
+        quantize_,
+        round_float16_,
+    )
     from deep_compression.report import format_table
     from deep_compression.train import evaluate, fit
 
@@ -170,6 +183,13 @@ def run_quantize(args: argparse.Namespace) -> int:
             model, train, test, config.finetune, progress=progress_enabled(), desc="fine-tune"
         )
         acc2 = result.test_accuracy
+    if config.float16:
+        changed = round_float16_(model)
+        acc2 = evaluate(model, test)[1]
+        print(
+            f"rounded {changed} codebook and bias values to float16: test error "
+            f"{100 * (1 - acc2):.2f}%"
+        )
     finetune_seconds = time.perf_counter() - t1
     # Fine-tuning moved the centroids (never the assignments), so the report is re-measured.
     report = quantization_report(model)

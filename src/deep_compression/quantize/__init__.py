@@ -14,6 +14,7 @@ from deep_compression.quantize.core import (
     quantization_report,
     quantize_,
     quantized_weight,
+    round_float16_,
     strip_quantization,
 )
 from deep_compression.quantize.parametrization import QuantizedWeight
@@ -31,5 +32,6 @@ __all__ = [
     "quantization_report",
     "quantize_",
     "quantized_weight",
+    "round_float16_",
     "strip_quantization",
 ]

@@ -223,6 +223,31 @@ def quantize_(
 
 
 @torch.no_grad()
+def round_float16_(model: nn.Module) -> int:
+    """Round the codebook and the bias of every quantized layer to float16 values, in place.
+
+    The tensors stay float32; their values become exactly representable in binary16, which
+    the ``.dcz`` writer then stores in 2 bytes each without loss. The relative change of
+    each value is at most 2^-11 (binary16's rounding error), far below what quantization
+    itself changes.
+
+    Returns:
+        The number of values changed.
+    """
+    changed = 0
+    for layer in prunable_layers(model).values():
+        q = quantized_weight(layer)
+        if q is None:
+            continue
+        tensors = [q.codebook] + ([layer.bias] if getattr(layer, "bias", None) is not None else [])
+        for t in tensors:
+            rounded = t.to(torch.float16).to(t.dtype)
+            changed += int((rounded != t).sum())
+            t.copy_(rounded)
+    return changed
+
+
+@torch.no_grad()
 def quantization_report(model: nn.Module) -> QuantizationReport:
     """Per-layer codebook size, distinct values and quantization error of ``model``.
 

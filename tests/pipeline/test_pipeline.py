@@ -1,0 +1,107 @@
+"""The whole pipeline on a tiny recipe: files, tables, resume, recipe validation."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from deep_compression.errors import ConfigError
+from deep_compression.pipeline import STAGE_FILES, Recipe, compress, load_recipe
+
+TINY = """
+model = "lenet-300-100"
+seed = 3
+[train]
+epochs = 1
+[prune.retrain]
+epochs = 1
+lr = 0.01
+[[prune.rounds]]
+criteria."*" = { method = "fraction", keep = 0.2 }
+[[prune.rounds]]
+criteria."*" = { method = "fraction", keep = 0.1 }
+criteria.fc3 = { method = "none" }
+retrain = { epochs = 0 }
+[quantize]
+bits = { "*" = 4, "fc3" = 6 }
+[quantize.finetune]
+epochs = 1
+[encode]
+coder = "huffman"
+"""
+
+
+def tiny() -> Recipe:
+    return Recipe.from_dict(tomllib.loads(TINY))
+
+
+@pytest.mark.mnist
+def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
+    lines: list[str] = []
+    report = compress(tiny(), tmp_path, progress=False, log=lines.append)
+    for name in ("dense", "pruned", "quantized"):
+        assert (tmp_path / f"{name}.safetensors").is_file()
+    stages = {s["stage"]: s for s in report["stages"]}
+    sizes = [(tmp_path / STAGE_FILES[s]).stat().st_size for s in ("P", "P+Q", "P+Q+H")]
+    # The table reports the real file sizes, and each stage shrinks the file.
+    assert [stages[s]["bytes"] for s in ("P", "P+Q", "P+Q+H")] == sizes
+    assert sizes[0] > sizes[1] > sizes[2]
+    original = stages["dense (float32)"]["bytes"]
+    assert original == 4 * 266_610
+    assert stages["P+Q+H"]["rate"] == pytest.approx(original / sizes[2])
+    # Quantization is lossless from P+Q to P+Q+H: same decoded accuracy.
+    assert stages["P+Q"]["test_error"] == stages["P+Q+H"]["test_error"] < 0.2
+    layers = {row["name"]: row for row in report["layers"]}
+    assert layers["fc3.weight"]["kept_pct"] == pytest.approx(20.0)
+    assert layers["fc1.weight"]["kept_pct"] == pytest.approx(10.0)
+    assert json.loads((tmp_path / "report.json").read_text())["stages"] == report["stages"]
+    assert "| fc1.weight |" in (tmp_path / "report.md").read_text()
+
+    # A second run resumes every phase; changing only [encode] re-encodes only.
+    lines.clear()
+    compress(tiny(), tmp_path, progress=False, log=lines.append)
+    assert all("resumed" in line for line in lines), lines
+    ans = Recipe.from_dict({**tomllib.loads(TINY), "encode": {"coder": "ans"}})
+    lines.clear()
+    compress(ans, tmp_path, progress=False, log=lines.append)
+    assert sum("resumed" in line for line in lines) == 3
+    assert any(line.startswith("[encode] P+Q+H") for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"modle": "x"}, "unknown keys \\['modle'\\]"),
+        ({"model": "resnet"}, "unknown model 'resnet'"),
+        ({"encode": {"coder": "zip"}}, "encode.coder must be one of"),
+        ({"encode": {"gap_bits": {"*": 0}}}, "gap_bits\\['\\*'\\] must be an integer in 1..16"),
+        ({"quantize": {"bits": {"*": 17}}}, "quantize.bits"),
+        ({"seed": -1}, "seed must be an integer >= 0"),
+        ({"dataset": "cifar"}, "unknown dataset 'cifar'"),
+    ],
+)
+def test_bad_recipes(change: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Recipe.from_dict({**tomllib.loads(TINY), **change})
+
+
+def test_missing_table_and_bad_toml(tmp_path: Path) -> None:
+    doc = tomllib.loads(TINY)
+    del doc["prune"]
+    with pytest.raises(ConfigError, match="missing 'prune'"):
+        Recipe.from_dict(doc)
+    bad = tmp_path / "bad.toml"
+    bad.write_text("model = ")
+    with pytest.raises(ConfigError, match="bad.toml: invalid TOML"):
+        load_recipe(bad)
+
+
+def test_shipped_recipes_parse() -> None:
+    root = Path(__file__).resolve().parents[2] / "recipes"
+    for name in ("lenet-300-100.toml", "lenet-5.toml"):
+        recipe = load_recipe(root / name)
+        assert recipe.model == name.removesuffix(".toml")
+        assert recipe.train is not None and recipe.train.epochs > 0
