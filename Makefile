@@ -22,11 +22,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	touch $@
 
-# The main job: train LeNet-300-100 on MNIST and print its test error.
+# The main job: the whole pipeline on LeNet-300-100 from scratch (train, prune, quantize,
+# encode), printing the per-stage and per-layer tables. Re-running resumes the finished run.
 run: setup
-	$(BIN)/deep-compression train --model lenet-300-100 --dataset mnist --epochs 30 \
-		--out runs/lenet-300-100/dense.safetensors
-	$(BIN)/deep-compression evaluate runs/lenet-300-100/dense.safetensors
+	$(BIN)/deep-compression compress --recipe recipes/lenet-300-100.toml --train \
+		--out-dir runs/make-run/lenet-300-100
+	$(BIN)/deep-compression evaluate runs/make-run/lenet-300-100/model.dcz
 
 test: setup
 	$(BIN)/python -m pytest -q

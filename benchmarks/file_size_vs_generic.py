@@ -11,8 +11,9 @@ For each pruned and quantized LeNet checkpoint, bytes of
 and the ratio of the best generic file to the ``.dcz``. Every figure is the length of a
 real byte string; the decoded weights are checked bit-identical to the checkpoint's.
 
-Checkpoints: the arguments, or by default ``runs/quantize/lenet-300-100.safetensors`` and
-``runs/quantize/lenet-5.safetensors`` (the quantization stage's outputs). When a default
+Checkpoints: the arguments, or by default the quantized checkpoints that ``deep-compression
+compress --recipe recipes/<model>.toml`` leaves in ``runs/compress/<model>/quantized.safetensors``
+(else ``runs/quantize/<model>.safetensors``). When a default
 is missing, a STAND-IN is made from the dense baseline ``runs/<model>/dense.safetensors``
 and clearly labelled: magnitude pruning to the paper's kept fractions, masked retraining,
 1-D k-means (kmeans1d) to the paper's bits, centroid fine-tuning. It is cached under
@@ -160,9 +161,16 @@ def main() -> None:
     todo: list[tuple[Path, str]] = [(p, p.name) for p in args.checkpoints]
     if not todo:
         for name in PAPER:
-            path = ROOT / "runs" / "quantize" / f"{name}.safetensors"
-            if path.is_file():
-                todo.append((path, f"{name} (runs/quantize)"))
+            found = [
+                p
+                for p in (
+                    ROOT / "runs" / "compress" / name / "quantized.safetensors",
+                    ROOT / "runs" / "quantize" / f"{name}.safetensors",
+                )
+                if p.is_file()
+            ]
+            if found:
+                todo.append((found[0], f"{name} ({found[0].relative_to(ROOT)})"))
                 continue
             cached = ROOT / "runs" / "dcz" / f"{name}-standin.safetensors"
             if not cached.is_file():

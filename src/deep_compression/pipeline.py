@@ -451,7 +451,8 @@ def compress(
         gap_bits = dict(recipe.encode.gap_bits)
         stage_info: dict[str, Any] = {}
         for stage, model, meta, coder in (
-            ("P", pruned, pmeta, recipe.encode.coder),
+            # P is the paper's pruning-only storage: float32 values and fixed-width gaps.
+            ("P", pruned, pmeta, "fixed"),
             ("P+Q", quantized, qmeta, "fixed"),
             ("P+Q+H", quantized, qmeta, recipe.encode.coder),
         ):

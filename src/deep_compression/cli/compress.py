@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--out-dir",
         type=Path,
-        help="run directory (default: runs/<recipe name>)",
+        help="run directory (default: runs/compress/<recipe name>)",
     )
     c.add_argument("-o", "--out", type=Path, help="also copy the final .dcz here")
     c.add_argument("--restart", action="store_true", help="discard a previous run in --out-dir")
@@ -71,7 +71,7 @@ def run_compress(args: argparse.Namespace) -> int:
 
     setup_threads(args.threads)
     recipe = load_recipe(args.recipe)
-    run_dir = args.out_dir or Path("runs") / args.recipe.stem
+    run_dir = args.out_dir or Path("runs") / "compress" / args.recipe.stem
     if args.out is not None and args.out.suffix != ".dcz":
         raise ConfigError(f"--out {args.out}: compressed models are .dcz files")
     report = compress(
