@@ -69,6 +69,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="override the dataset recorded in the file",
     )
     e.add_argument("--batch-size", type=positive_int, default=1000)
+    e.add_argument(
+        "--sparse",
+        action="store_true",
+        help="run pruned fully connected layers as CSR sparse matrices (for a .dcz: the "
+        "layers it stores pruned, at least half of their weights pruned); prints which",
+    )
     add_data_args(e)
     e.set_defaults(func=run_evaluate)
 
@@ -129,9 +135,15 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from deep_compression.train import evaluate
 
     setup_threads(args.threads)
-    model, meta = load_any(args.model_file)
+    model, meta = load_any(args.model_file, sparse=args.sparse)
     dataset = args.dataset or meta.get("dataset", "mnist")
     _, test = load_dataset(dataset, args.data_dir)
+    if args.sparse:
+        from deep_compression.sparse import sparse_layers
+
+        layers = sparse_layers(model)
+        listed = ", ".join(f"{n} ({100 * m.density:.1f}% kept)" for n, m in layers.items())
+        print(f"sparse (CSR) layers: {listed or 'none'}")
     loss, acc = evaluate(model, test, args.batch_size)
     print(
         f"{args.model_file}: {meta['model']['name']} on {dataset} test: "

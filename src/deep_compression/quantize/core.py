@@ -114,7 +114,7 @@ def quantized_weight(layer: nn.Module) -> QuantizedWeight | None:
     return None
 
 
-def _remove_weight_parametrization(layer: nn.Module) -> None:
+def _remove_weight_parametrization(layer: nn.Module, value: torch.Tensor | None = None) -> None:
     """``remove_parametrizations(layer, "weight", leave_parametrized=True)``, safe for copies.
 
     torch gives a parametrized module a generated class holding the ``weight`` property,
@@ -122,10 +122,20 @@ def _remove_weight_parametrization(layer: nn.Module) -> None:
     parametrization deletes the property from the class, which breaks every other copy
     (``AttributeError: ... has no attribute 'weight'``). Giving this module its own
     copy of the class first confines the change to it.
+
+    ``value``: the parametrized weight, if the caller has just computed it (torch would
+    compute it again: on VGG-16 that is a product the size of each layer, for nothing).
     """
     cls = layer.__class__
     layer.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+    if value is None:
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        return
+    # What leave_parametrized=True does, with the value given: the original parameter
+    # (same object, so optimizers and hooks holding it stay valid) takes the value.
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    with torch.no_grad():
+        layer.weight.set_(value)
 
 
 def _cluster_layer(
@@ -205,7 +215,7 @@ def quantize_(
         if parametrize.is_parametrized(layer, "weight"):
             # Bakes the effective weight into a plain parameter, which becomes
             # ``original`` of the new parametrization below.
-            _remove_weight_parametrization(layer)
+            _remove_weight_parametrization(layer, weight)
         # unsafe: the parametrization ignores its input, so torch's consistency check
         # (which calls it on the current weight) has nothing to verify.
         parametrize.register_parametrization(

