@@ -24,9 +24,10 @@ $(VENV)/.installed: pyproject.toml
 
 # The main job: the whole pipeline on LeNet-300-100 from scratch (train, prune, quantize,
 # encode), printing the per-stage and per-layer tables. Re-running resumes the finished run.
+# One torch thread: LeNet-300-100 gains little from two, and two collapse on a busy machine.
 run: setup
 	$(BIN)/deep-compression compress --recipe recipes/lenet-300-100.toml --train \
-		--out-dir runs/make-run/lenet-300-100
+		--out-dir runs/make-run/lenet-300-100 --threads 1
 	$(BIN)/deep-compression evaluate runs/make-run/lenet-300-100/model.dcz
 
 test: setup
