@@ -471,7 +471,7 @@ def main() -> None:
         "- peak RSS in a fresh process (target < 3x dense): "
         + "; ".join(f"{r['phase']} {r['peak_x_dense']:.2f}x" for r in fresh),
         "- encoding runs in the process that holds the quantized model "
-        f"({enc_start:.2f}x dense before encoding: float originals, int32 indices, bool "
+        f"({enc_start:.2f}x dense before encoding: float originals, int8/int16 indices, bool "
         f"masks); encoding adds at most {enc_add:.2f}x at its peak ({enc_abs:.2f}x in all)",
         f"- k-means on fc6 alone: {'; '.join(kmeans_lines) or 'not run'}",
     ]

@@ -70,3 +70,40 @@ def test_parametrized_roundtrip(tmp_path: Path) -> None:
     model.eval()
     assert torch.equal(model(x), loaded(x))
     assert int((loaded.fc1.weight != 0).sum()) <= int(mask.sum())
+
+
+def _quantized_fc2_checkpoint(path: Path, indices: torch.Tensor, k: int) -> None:
+    """A lenet-300-100 checkpoint whose fc2 is quantized with the given raw index tensor,
+    written by hand (as an older version or a hostile file would) with valid metadata."""
+    from safetensors import safe_open
+
+    model = build_model("lenet-300-100")
+    save_checkpoint(path, model, {"model": {"name": "lenet-300-100"}})
+    state = {k_: v for k_, v in model.state_dict().items() if k_ != "fc2.weight"}
+    state["fc2.parametrizations.weight.original"] = model.fc2.weight.detach().clone()
+    state["fc2.parametrizations.weight.0.codebook"] = torch.linspace(-1, 1, k)
+    state["fc2.parametrizations.weight.0.indices"] = indices
+    state["fc2.parametrizations.weight.0.mask"] = torch.ones(100, 300, dtype=torch.bool)
+    with safe_open(str(path), "pt") as f:
+        header = f.metadata()
+    save_file(state, str(path), metadata=header)
+
+
+def test_int32_indices_of_older_checkpoints_load_narrowed(tmp_path: Path) -> None:
+    """Checkpoints written with int32 indices load, into the compact index type."""
+    idx = torch.randint(0, 32, (100, 300), dtype=torch.int32)
+    _quantized_fc2_checkpoint(tmp_path / "q.safetensors", idx, 32)
+    loaded, _ = load_model(tmp_path / "q.safetensors")
+    q = loaded.fc2.parametrizations.weight[0]
+    assert q.indices.dtype == torch.int8 and torch.equal(q.indices.int(), idx)
+    assert torch.equal(loaded.fc2.weight, torch.linspace(-1, 1, 32)[idx.long()])
+
+
+@pytest.mark.parametrize("bad", [32, -1, 300])
+def test_out_of_range_indices_are_a_format_error(tmp_path: Path, bad: int) -> None:
+    """An index outside the codebook is rejected, never wrapped by the narrowing cast."""
+    idx = torch.randint(0, 32, (100, 300), dtype=torch.int32)
+    idx[7, 11] = bad
+    _quantized_fc2_checkpoint(tmp_path / "q.safetensors", idx, 32)
+    with pytest.raises(FormatError, match=r"fc2\.weight: cluster indices outside \[0, 32\)"):
+        load_model(tmp_path / "q.safetensors")

@@ -153,7 +153,12 @@ def restore_parametrizations(
         elif names == {"codebook", "indices", "mask"}:
             if parts["codebook"].ndim != 1:
                 raise FormatError(f"{where}: {layer_name}.{tensor_name} codebook is not 1-D")
-            p = QuantizedWeight(parts["codebook"], parts["indices"], parts["mask"])
+            if parts["indices"].is_floating_point() or parts["indices"].is_complex():
+                raise FormatError(f"{where}: {layer_name}.{tensor_name} indices are not integers")
+            try:
+                p = QuantizedWeight(parts["codebook"], parts["indices"], parts["mask"])
+            except ValueError as e:
+                raise FormatError(f"{where}: {layer_name}.{tensor_name}: {e}") from None
         else:
             raise FormatError(
                 f"{where}: unknown parametrization of {layer_name}.{tensor_name} "

@@ -78,7 +78,8 @@ def test_decoded_weights_are_the_in_memory_weights(lenet5, tmp_path: Path) -> No
         # Exact float32 equality (pruned zeros may be -0.0 in memory, +0.0 decoded).
         assert np.array_equal(arrays[name], tensor.numpy()), name
     q = lenet5.fc1.parametrizations.weight[0]
-    assert np.array_equal(arrays["fc1.weight"], (q.codebook[q.indices] * q.mask).detach().numpy())
+    want = (q.codebook[q.indices.long()] * q.mask).detach().numpy()
+    assert np.array_equal(arrays["fc1.weight"], want)
     assert meta["model"]["name"] == "lenet-5"
     assert report.file_bytes == path.stat().st_size
     assert report.original_bytes == 4 * 431_080

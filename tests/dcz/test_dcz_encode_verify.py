@@ -71,3 +71,42 @@ def test_encode_model_catches_a_file_that_is_not_the_model(monkeypatch, tmp_path
     monkeypatch.setattr(encode, "write_dcz", drop_one_weight)
     with pytest.raises(AssertionError, match="fc1.weight does not decode"):
         encode_model(model, tmp_path / "bad.dcz", metadata=meta)
+
+
+def _change_an_index(r):
+    idx = r.indices.copy()
+    idx[3] = (idx[3] + 1) % r.codebook.size  # another centroid (codebooks have no repeats)
+    return dataclasses.replace(r, indices=idx)
+
+
+def _move_a_position(r):
+    pos = r.positions.copy()
+    free = np.setdiff1d(np.arange(pos[0] + 1, pos[1]), pos)  # a pruned slot between two
+    if free.size == 0:
+        free = np.setdiff1d(np.arange(pos[-1] + 1, int(np.prod(r.shape))), pos)
+        pos[-1] = free[0]
+    else:
+        pos[0] = free[0]
+    return dataclasses.replace(r, positions=np.sort(pos))
+
+
+@pytest.mark.parametrize("tamper", [_change_an_index, _move_a_position])
+def test_quantized_layers_are_verified_value_and_position(monkeypatch, tmp_path, tamper) -> None:
+    """The quantized-layer check (kept positions and values only) catches a wrong centroid
+    and a weight moved to a pruned position, on every quantized layer of a LeNet-5."""
+    torch.manual_seed(0)
+    model = build_model("lenet-5")
+    prune_(model, {"*": KeepFraction(0.2)})
+    quantize_(model, QuantizeConfig(bits={"*": 4, "conv*": 6}))
+    meta = {"model": {"name": "lenet-5", "kwargs": {}}}
+    real = encode.write_dcz
+    for target in ("conv1.weight", "conv2.weight", "fc1.weight", "fc2.weight"):
+
+        def tampered(path, records, metadata, _t=target, **kw):
+            return real(path, [tamper(r) if r.name == _t else r for r in records], metadata, **kw)
+
+        monkeypatch.setattr(encode, "write_dcz", tampered)
+        with pytest.raises(AssertionError, match=f"{target} does not decode"):
+            encode_model(model, tmp_path / "bad.dcz", metadata=meta)
+    monkeypatch.setattr(encode, "write_dcz", real)
+    encode_model(model, tmp_path / "ok.dcz", metadata=meta)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -51,3 +52,18 @@ def test_quantize_bakes_the_masked_weight_into_the_same_parameter() -> None:
     assert report.layers[0].kept == int(mask.sum())
     assert not bool(layer.weight.detach()[~mask].any())  # pruned entries stay zero
     assert torch.unique(layer.weight.detach()[mask]).numel() <= 8
+
+
+@pytest.mark.parametrize(
+    ("bits", "dtype"),
+    [(1, torch.int8), (7, torch.int8), (8, torch.int16), (15, torch.int16), (16, torch.int32)],
+)
+def test_indices_are_stored_in_the_narrowest_signed_type(bits: int, dtype: torch.dtype) -> None:
+    from deep_compression.quantize.parametrization import index_dtype
+
+    assert index_dtype(2**bits) == dtype
+    k = 2**bits
+    idx = torch.tensor([[0, k - 1], [k // 2, 1 % k]])
+    q = QuantizedWeight(torch.linspace(-1.0, 1.0, k), idx, torch.ones(2, 2, dtype=torch.bool))
+    assert q.indices.dtype == dtype
+    assert torch.equal(q(torch.zeros(2, 2)), torch.linspace(-1.0, 1.0, k)[idx])  # values kept

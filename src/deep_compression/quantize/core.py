@@ -20,7 +20,6 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
@@ -30,7 +29,7 @@ from deep_compression.kmeans import kmeans_1d
 from deep_compression.layer_config import check_patterns, resolve
 from deep_compression.prune import PruningMask, get_mask, prunable_layers
 from deep_compression.quantize.config import QuantizeConfig
-from deep_compression.quantize.parametrization import QuantizedWeight
+from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
 from deep_compression.report import format_table
 
 __all__ = [
@@ -141,9 +140,9 @@ def _remove_weight_parametrization(layer: nn.Module, value: torch.Tensor | None 
 def _cluster_layer(
     weight: torch.Tensor, mask: torch.Tensor, bits: int, config: QuantizeConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Codebook ``(k,)`` float32 and indices (weight's shape, int32) of one layer."""
+    """Codebook ``(k,)`` float32 and indices (weight's shape, ``index_dtype(2**bits)``)."""
     surviving = weight[mask].detach().cpu().double().numpy()  # (kept,)
-    indices = torch.zeros(weight.shape, dtype=torch.int32)
+    indices = torch.zeros(weight.shape, dtype=index_dtype(2**bits))
     if surviving.size == 0:
         # A fully pruned layer: one (unused) centroid so the codebook is never empty.
         return torch.zeros(1), indices
@@ -154,7 +153,7 @@ def _cluster_layer(
         max_iter=config.lloyd_iterations,
         seed=config.seed,
     )
-    indices[mask.cpu()] = torch.from_numpy(labels.astype(np.int32))
+    indices[mask.cpu()] = torch.from_numpy(labels).to(indices.dtype)
     return torch.from_numpy(centroids).float(), indices
 
 
