@@ -601,8 +601,14 @@ def report_markdown(report: Mapping[str, Any]) -> str:
 
 
 def copy_final(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
-    """Copy the run's final ``.dcz`` to ``out`` (e.g. ``models/lenet-5.dcz``)."""
+    """Copy the run's final ``.dcz`` to ``out`` (e.g. ``models/lenet-5.dcz``), with its
+    report next to it (``lenet-5.report.json`` and ``lenet-5.report.md``), so a shipped
+    file travels with the measurements that describe it."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(run_dir) / STAGE_FILES["P+Q+H"], out)
+    for suffix in (".json", ".md"):
+        report = Path(run_dir) / f"report{suffix}"
+        if report.is_file():
+            shutil.copyfile(report, out.with_name(f"{out.stem}.report{suffix}"))
     return out

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from deep_compression.errors import ConfigError
-from deep_compression.pipeline import STAGE_FILES, Recipe, compress, load_recipe
+from deep_compression.pipeline import STAGE_FILES, Recipe, compress, copy_final, load_recipe
 
 TINY = """
 model = "lenet-300-100"
@@ -69,6 +69,13 @@ def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
     compress(ans, tmp_path, progress=False, log=lines.append)
     assert sum("resumed" in line for line in lines) == 3
     assert any(line.startswith("[encode] P+Q+H") for line in lines)
+
+    # -o: the final file, with its report next to it.
+    out = copy_final(tmp_path, tmp_path / "ship" / "tiny.dcz")
+    assert out.read_bytes() == (tmp_path / STAGE_FILES["P+Q+H"]).read_bytes()
+    shipped = json.loads((tmp_path / "ship" / "tiny.report.json").read_text())
+    assert shipped["stages"][-1]["bytes"] == out.stat().st_size
+    assert (tmp_path / "ship" / "tiny.report.md").read_text().startswith("# lenet-300-100")
 
 
 @pytest.mark.parametrize(
