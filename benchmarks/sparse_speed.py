@@ -45,7 +45,6 @@ import copy
 import csv
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import time
@@ -56,6 +55,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import cpu_name, load_average  # benchmarks/machine.py
 from torch import nn
 from torch.nn.utils import parametrize
 
@@ -143,20 +143,6 @@ def rel_error(y: torch.Tensor, ref: torch.Tensor) -> float:
     return float((y - ref).abs().max() / ref.abs().max().clamp_min(1e-30))
 
 
-def load() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -205,7 +191,7 @@ def run_layers(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                 }
                 for d, (layer, _) in layers.items():
                     fns[f"{d}"] = partial(layer, x)
-                before = load()
+                before = load_average()
                 with torch.inference_mode():
                     samples = interleaved(
                         fns, repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds
@@ -229,7 +215,7 @@ def run_layers(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                         # Ratio of the fastest samples: what a quiet machine would approach.
                         "speedup_of_min": round(dense["min"] / sp["min"], 3),
                         "rel_err": f"{err:.1e}",
-                        "load": f"{before} -> {load()}",
+                        "load": f"{before} -> {load_average()}",
                     }
                     rows.append(row)
                     print(
@@ -255,7 +241,7 @@ def run_breakeven(args: argparse.Namespace, threads: list[int]) -> list[dict[str
                 fns: dict[str, Callable[[], object]] = {"dense": partial(F.linear, x, weight, bias)}
                 for d, layer in layers.items():
                     fns[f"{d}"] = partial(layer, x)
-                before = load()
+                before = load_average()
                 with torch.inference_mode():
                     samples = interleaved(
                         fns, repeats=args.repeats, warmup=args.warmup, max_seconds=args.max_seconds
@@ -271,7 +257,7 @@ def run_breakeven(args: argparse.Namespace, threads: list[int]) -> list[dict[str
                     row[f"{100 * d:.0f}%"] = round(
                         dense["median"] / summary(samples[f"{d}"])["median"], 2
                     )
-                row["load"] = f"{before} -> {load()}"
+                row["load"] = f"{before} -> {load_average()}"
                 rows.append(row)
                 print("breakeven", row, flush=True)
     return rows
@@ -313,7 +299,7 @@ def run_models(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                 x = torch.randn(
                     batch, *MODEL_INPUT[name], generator=torch.Generator().manual_seed(2)
                 )
-                before = load()
+                before = load_average()
                 with torch.inference_mode():
                     err = rel_error(sparse(x), dense(x))
                     samples = interleaved(
@@ -336,7 +322,7 @@ def run_models(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                     "speedup": round(d["median"] / s["median"], 3),
                     "speedup_of_min": round(d["min"] / s["min"], 3),
                     "rel_err": f"{err:.1e}",
-                    "load": f"{before} -> {load()}",
+                    "load": f"{before} -> {load_average()}",
                 }
                 rows.append(row)
                 print("model", row, flush=True)
@@ -403,7 +389,7 @@ def run_kernels(args: argparse.Namespace, threads: list[int]) -> list[dict[str, 
             x = torch.randn(batch, in_f, generator=gen)
             ref = F.linear(x, weight, bias)
             fns = kernel_candidates(x, weight, bias, shipped, csr64, coo, csc, csr_t, sp_w)
-            before = load()
+            before = load_average()
             with torch.inference_mode():
                 errs = {k: rel_error(fn(), ref) for k, fn in fns.items()}
                 samples = interleaved(
@@ -421,7 +407,7 @@ def run_kernels(args: argparse.Namespace, threads: list[int]) -> list[dict[str, 
                     **{f"{q}_us": round(v, 1) for q, v in s.items() if q != "n"},
                     "vs_dense": round(dense["median"] / s["median"], 3),
                     "rel_err": f"{errs[k]:.1e}",
-                    "load": f"{before} -> {load()}",
+                    "load": f"{before} -> {load_average()}",
                 })  # fmt: skip
                 print("kernel", rows[-1], flush=True)
     return rows
@@ -590,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--threads must be >= 1")
     args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = args.out_dir / args.name
-    start, load_start = time.perf_counter(), load()
+    start, load_start = time.perf_counter(), load_average()
     header = [
         f"# Dense vs sparse fully connected layers ({args.name})",
         "",
@@ -657,7 +643,7 @@ def main(argv: list[str] | None = None) -> None:
             "",
         ]
     footer = [
-        f"- load average at end: {load()}; total time {time.perf_counter() - start:.0f} s",
+        f"- load average at end: {load_average()}; total time {time.perf_counter() - start:.0f} s",
     ]
     text = "\n".join(header + footer + [""] + sections) + "\n"
     stem.with_suffix(".md").write_text(text)

@@ -60,7 +60,6 @@ import inspect
 import io
 import json
 import os
-import platform
 import pstats
 import shlex
 import statistics
@@ -73,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from machine import cpu_name, load_average  # benchmarks/machine.py
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parent.parent
@@ -167,20 +167,6 @@ def code_version() -> str:
         return str(where)
     state = "with uncommitted changes in src/" if dirty else "clean"
     return f"{where} (repository at {sha}, {state})"
-
-
-def load_average() -> str:
-    return "/".join(f"{x:.2f}" for x in os.getloadavg())
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 # --------------------------------------------------------------------------- workers

@@ -27,7 +27,6 @@ import math
 import os
 import shutil
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from typing import Any
 
 from deep_compression import __version__
 from deep_compression.errors import ConfigError
+from deep_compression.recipe_io import read_toml
 
 __all__ = [
     "EncodeConfig",
@@ -179,13 +179,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
             file and the field).
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read recipe ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    doc = read_toml(path)
     try:
         return Recipe.from_dict(doc)
     except ConfigError as e:

@@ -29,7 +29,6 @@ import dataclasses
 import math
 import os
 import time
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +51,7 @@ from deep_compression.prune.core import (
     prune_,
     sparsity_report,
 )
+from deep_compression.recipe_io import read_toml
 from deep_compression.train import TrainConfig, evaluate, fit
 
 __all__ = [
@@ -207,13 +207,7 @@ def load_schedule(path: str | os.PathLike[str]) -> PruneSchedule:
         ConfigError: unreadable file, invalid TOML, no ``[prune]`` table, or bad values.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read recipe ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    doc = read_toml(path)
     if "prune" not in doc:
         raise ConfigError(f"{path}: no [prune] table")
     try:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ from typing import Any
 
 from deep_compression.errors import ConfigError
 from deep_compression.kmeans import INITS
+from deep_compression.recipe_io import read_toml
 from deep_compression.train import TrainConfig
 
 __all__ = [
@@ -180,13 +180,7 @@ def load_quantize_config(path: str | os.PathLike[str]) -> QuantizeConfig:
         ConfigError: unreadable file, invalid TOML, no ``[quantize]`` table, or bad values.
     """
     path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read recipe ({e.strerror or e})") from None
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    doc = read_toml(path)
     if "quantize" not in doc:
         raise ConfigError(f"{path}: no [quantize] table")
     try:
