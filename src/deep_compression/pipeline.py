@@ -357,16 +357,40 @@ def compress(
         model, _ = load_model(files["dense"])
         n_rounds = len(recipe.prune.rounds)
         log(f"[prune] {n_rounds} rounds, {recipe.prune.total_epochs} retraining epochs")
+        # The pruning phase is the long one: every finished round is saved (one file,
+        # replaced atomically), so an interrupted run resumes after its last round.
+        partial = run_dir / "pruned-partial.safetensors"
+        done_rounds: list[dict[str, Any]] = []
+        reference = None
+        if partial.is_file():
+            resumed, pm = load_model(partial)
+            if pm.get("digest") == digests["pruned"] and 0 < len(pm["rounds"]) <= n_rounds:
+                reference, model = model, resumed
+                done_rounds = list(pm["rounds"])
+                log(f"[prune] resumed after round {len(done_rounds)}/{n_rounds} from {partial}")
 
         def on_round(r: Any) -> None:
+            done_rounds.append(r.to_dict())
+            tmp = partial.with_suffix(".tmp")
+            save_checkpoint(
+                tmp, model, {**base_meta, "digest": digests["pruned"], "rounds": done_rounds}
+            )
+            os.replace(tmp, partial)
             log(
                 f"[prune] round {r.round}/{n_rounds}: kept {_pct(r.report.kept_fraction)}, "
                 f"test error {_pct(1 - r.accuracy_pruned)} pruned -> "
                 f"{_pct(1 - r.accuracy_retrained)} retrained ({r.seconds:.0f}s)"
             )
 
-        rounds = run_schedule(
-            model, recipe.prune, train, test, progress=progress, on_round=on_round
+        run_schedule(
+            model,
+            recipe.prune,
+            train,
+            test,
+            progress=progress,
+            on_round=on_round,
+            start=len(done_rounds),
+            reference=reference,
         )
         acc = evaluate(model, test)[1]
         report = sparsity_report(model)
@@ -379,9 +403,10 @@ def compress(
                 "test_accuracy": acc,
                 "test_error": 1 - acc,
                 "prune": recipe.prune.to_dict(),
-                "rounds": [r.to_dict() for r in rounds],
+                "rounds": done_rounds,
             },
         )
+        partial.unlink(missing_ok=True)
         state.record(
             "pruned",
             digests["pruned"],

@@ -78,6 +78,35 @@ def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
     assert (tmp_path / "ship" / "tiny.report.md").read_text().startswith("# lenet-300-100")
 
 
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.mnist
+def test_pruning_resumes_after_its_last_finished_round(mnist, tmp_path: Path) -> None:
+    """Killed after pruning round 1 of 2, a run resumes at round 2 and ends with the same
+    file, byte for byte, as a run that was never interrupted."""
+    whole = compress(tiny(), tmp_path / "whole", progress=False, log=lambda _: None)
+    assert whole["stages"]
+
+    def log(line: str) -> None:
+        if line.startswith("[prune] round 1/2"):
+            raise _Interrupt  # after the round was saved, as a kill would be
+        lines.append(line)
+
+    lines: list[str] = []
+    with pytest.raises(_Interrupt):
+        compress(tiny(), tmp_path / "cut", progress=False, log=log)
+    assert (tmp_path / "cut" / "pruned-partial.safetensors").is_file()
+    lines.clear()
+    compress(tiny(), tmp_path / "cut", progress=False, log=lines.append)
+    assert any("resumed after round 1/2" in line for line in lines), lines
+    assert not any(line.startswith("[prune] round 1/2") for line in lines)
+    assert not (tmp_path / "cut" / "pruned-partial.safetensors").exists()
+    for name in STAGE_FILES.values():
+        assert (tmp_path / "cut" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

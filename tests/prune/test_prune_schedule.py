@@ -157,6 +157,43 @@ def test_iterative_run_shrinks_masks_and_retrains() -> None:
         assert torch.count_nonzero(layer.weight[~get_mask(layer)]) == 0
 
 
+def test_resumed_run_equals_the_uninterrupted_one() -> None:
+    """run_schedule(start=k, reference=dense) on the state after round k ends where the
+    whole run ends: same masks, weights and (dropout-scaled) rates."""
+    import copy
+
+    train, test = _toy_problem()
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Flatten(), nn.Linear(784, 64), nn.ReLU(), nn.Dropout(0.4), nn.Linear(64, 10)
+    )
+    fit(model, train, test, TrainConfig(epochs=1, batch_size=50), progress=False)
+    dense = copy.deepcopy(model)
+    schedule = PruneSchedule.from_dict(
+        {
+            "retrain": {"epochs": 1, "lr": 0.05, "batch_size": 50},
+            "rounds": [
+                {"criteria": {"*": {"method": "fraction", "keep": 0.5}}},
+                {"criteria": {"*": {"method": "fraction", "keep": 0.2}}},
+            ],
+        }
+    )
+    snapshots = []
+    run_schedule(
+        model, schedule, train, test, progress=False,
+        on_round=lambda r: snapshots.append(copy.deepcopy(model)),
+    )  # fmt: skip
+    resumed = snapshots[0]
+    resumed[3].p = 0.4  # a fresh process rebuilds the model with its original rate
+    results = run_schedule(resumed, schedule, train, test, progress=False, start=1, reference=dense)
+    assert [r.round for r in results] == [2]
+    assert resumed[3].p == model[3].p < 0.4
+    for (name, a), b in zip(model.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with pytest.raises(ConfigError, match="start must be in 0..2"):
+        run_schedule(resumed, schedule, train, test, progress=False, start=3)
+
+
 @pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.toml")), ids=lambda p: p.name)
 def test_shipped_recipes_parse_and_fit_their_model(recipe: Path) -> None:
     schedule = load_schedule(recipe)

@@ -287,6 +287,8 @@ def run_schedule(
     *,
     progress: bool = True,
     on_round: Callable[[RoundResult], None] | None = None,
+    start: int = 0,
+    reference: nn.Module | None = None,
 ) -> list[RoundResult]:
     """Apply ``schedule`` to ``model`` in place: each round prunes, then retrains.
 
@@ -297,12 +299,25 @@ def run_schedule(
         test: evaluated after pruning and after retraining in each round (may be None).
         progress: tqdm bars through every retraining epoch.
         on_round: called with each round's result as soon as it is done.
+        start: resume an interrupted run: ``model`` is the state after round ``start``
+            (1-based count of finished rounds) and only the later rounds run. Each round
+            seeds its own retraining, so the result equals an uninterrupted run's.
+        reference: the model as it was before the first round, for the dropout rates
+            (``D_o``, ``C_o``) when resuming; default ``model``.
+
+    Returns:
+        The results of the rounds run now (``start + 1`` onwards).
     """
-    calibration = calibration_batch(train, schedule.calibration_size, schedule.calibration_seed)
-    scaler = DropoutScaler(model, calibration[:1]) if schedule.scale_dropout else None
-    results = []
     n = len(schedule.rounds)
+    if not 0 <= start <= n:
+        raise ConfigError(f"start must be in 0..{n} (finished rounds), got {start}")
+    calibration = calibration_batch(train, schedule.calibration_size, schedule.calibration_seed)
+    base = reference if reference is not None else model
+    scaler = DropoutScaler(base, calibration[:1]) if schedule.scale_dropout else None
+    results = []
     for i, rnd in enumerate(schedule.rounds):
+        if i < start:
+            continue
         t0 = time.perf_counter()
         report = prune_(
             model,
