@@ -208,14 +208,7 @@ def run_layers(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                         "nnz": layer.nnz,
                         "batch": batch,
                         "threads": t,
-                        "repeats": sp["n"],
-                        **{f"dense_{k}_us": round(v, 1) for k, v in dense.items() if k != "n"},
-                        **{f"sparse_{k}_us": round(v, 1) for k, v in sp.items() if k != "n"},
-                        "speedup": round(dense["median"] / sp["median"], 3),
-                        # Ratio of the fastest samples: what a quiet machine would approach.
-                        "speedup_of_min": round(dense["min"] / sp["min"], 3),
-                        "rel_err": f"{err:.1e}",
-                        "load": f"{before} -> {load_average()}",
+                        **comparison(dense, sp, err, before),
                     }
                     rows.append(row)
                     print(
@@ -226,6 +219,23 @@ def run_layers(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                     )
         del layers, dense_weight
     return rows
+
+
+def comparison(
+    dense: dict[str, float], sparse: dict[str, float], err: float, load_before: str
+) -> dict[str, object]:
+    """The result columns shared by the layer and model tables: both summaries in us, the
+    speedups, the output error and the load average around the measurement."""
+    return {
+        "repeats": sparse["n"],
+        **{f"dense_{k}_us": round(v, 1) for k, v in dense.items() if k != "n"},
+        **{f"sparse_{k}_us": round(v, 1) for k, v in sparse.items() if k != "n"},
+        "speedup": round(dense["median"] / sparse["median"], 3),
+        # Ratio of the fastest samples: what a quiet machine would approach.
+        "speedup_of_min": round(dense["min"] / sparse["min"], 3),
+        "rel_err": f"{err:.1e}",
+        "load": f"{load_before} -> {load_average()}",
+    }
 
 
 def run_breakeven(args: argparse.Namespace, threads: list[int]) -> list[dict[str, object]]:
@@ -316,13 +326,7 @@ def run_models(args: argparse.Namespace, threads: list[int]) -> list[dict[str, o
                     "sparse_layers": " ".join(swapped),
                     "batch": batch,
                     "threads": t,
-                    "repeats": s["n"],
-                    **{f"dense_{k}_us": round(v, 1) for k, v in d.items() if k != "n"},
-                    **{f"sparse_{k}_us": round(v, 1) for k, v in s.items() if k != "n"},
-                    "speedup": round(d["median"] / s["median"], 3),
-                    "speedup_of_min": round(d["min"] / s["min"], 3),
-                    "rel_err": f"{err:.1e}",
-                    "load": f"{before} -> {load_average()}",
+                    **comparison(d, s, err, before),
                 }
                 rows.append(row)
                 print("model", row, flush=True)

@@ -12,8 +12,12 @@ import os
 # LeNet-300-100 epoch took 96 s on 2 threads and 1.1 s on 1.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-import pytest  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from deep_compression.cli import main  # noqa: E402
 from deep_compression.data import Split, find_dataset_dir, load_dataset  # noqa: E402
 from deep_compression.errors import DataError  # noqa: E402
 
@@ -33,3 +37,32 @@ def mnist_small(mnist: tuple[Split, Split]) -> tuple[Split, Split]:
     """A 6,000-image train / 2,000-image test slice of MNIST, for fast training tests."""
     train, test = mnist
     return Split(train.x[:6000], train.y[:6000]), Split(test.x[:2000], test.y[:2000])
+
+
+@dataclass
+class Proc:
+    """What a command-line run returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture[str]):
+    """Run the command line in this process (no interpreter start-up per call), on one
+    torch thread; the thread count is restored for the tests that follow."""
+    threads = torch.get_num_threads()
+
+    def run(*args: str) -> Proc:
+        torch.set_num_threads(1)
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse errors
+            code = int(e.code or 0)
+        finally:
+            torch.set_num_threads(threads)
+        out = capsys.readouterr()
+        return Proc(code, out.out, out.err)
+
+    return run

@@ -35,7 +35,7 @@ from typing import Any
 
 from deep_compression import __version__
 from deep_compression.errors import ConfigError
-from deep_compression.recipe_io import read_toml
+from deep_compression.recipe_io import load_config
 
 __all__ = [
     "EncodeConfig",
@@ -178,12 +178,7 @@ def load_recipe(path: str | os.PathLike[str]) -> Recipe:
         ConfigError: unreadable, invalid TOML, or invalid content (the message names the
             file and the field).
     """
-    path = Path(path)
-    doc = read_toml(path)
-    try:
-        return Recipe.from_dict(doc)
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_config(path, Recipe.from_dict)
 
 
 # --------------------------------------------------------------------------- running

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -10,35 +9,9 @@ import torch
 from torch.nn.utils import parametrize
 
 from deep_compression.checkpoint import load_checkpoint, load_model, save_checkpoint
-from deep_compression.cli import main
 from deep_compression.models import build_model
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import quantized_weight
-
-
-@dataclass
-class Proc:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def run_cli(capsys: pytest.CaptureFixture[str]):
-    """Run the command line in this process, on one thread (restored afterwards)."""
-    threads = torch.get_num_threads()
-
-    def run(*args: str) -> Proc:
-        try:
-            code = main([*args, "--threads", "1"])
-        except SystemExit as e:  # argparse errors
-            code = int(e.code or 0)
-        finally:
-            torch.set_num_threads(threads)
-        out = capsys.readouterr()
-        return Proc(code, out.out, out.err)
-
-    return run
 
 
 def _pruned_checkpoint(tmp_path: Path) -> tuple[Path, dict[str, torch.Tensor]]:

@@ -31,7 +31,6 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -51,7 +50,7 @@ from deep_compression.prune.core import (
     prune_,
     sparsity_report,
 )
-from deep_compression.recipe_io import read_toml
+from deep_compression.recipe_io import load_config
 from deep_compression.train import TrainConfig, evaluate, fit
 
 __all__ = [
@@ -206,14 +205,7 @@ def load_schedule(path: str | os.PathLike[str]) -> PruneSchedule:
     Raises:
         ConfigError: unreadable file, invalid TOML, no ``[prune]`` table, or bad values.
     """
-    path = Path(path)
-    doc = read_toml(path)
-    if "prune" not in doc:
-        raise ConfigError(f"{path}: no [prune] table")
-    try:
-        return PruneSchedule.from_dict(doc["prune"])
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_config(path, PruneSchedule.from_dict, "prune")
 
 
 def calibration_batch(train: Split, size: int, seed: int) -> torch.Tensor:

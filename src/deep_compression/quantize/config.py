@@ -25,13 +25,12 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
 from deep_compression.errors import ConfigError
 from deep_compression.kmeans import INITS
-from deep_compression.recipe_io import read_toml
+from deep_compression.recipe_io import load_config
 from deep_compression.train import TrainConfig
 
 __all__ = [
@@ -179,11 +178,4 @@ def load_quantize_config(path: str | os.PathLike[str]) -> QuantizeConfig:
     Raises:
         ConfigError: unreadable file, invalid TOML, no ``[quantize]`` table, or bad values.
     """
-    path = Path(path)
-    doc = read_toml(path)
-    if "quantize" not in doc:
-        raise ConfigError(f"{path}: no [quantize] table")
-    try:
-        return QuantizeConfig.from_dict(doc["quantize"])
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    return load_config(path, QuantizeConfig.from_dict, "quantize")
