@@ -39,7 +39,7 @@ def run_one(
 
     import torch
 
-    from deep_compression.checkpoint import load_model
+    from deep_compression.loading import load_model
     from deep_compression.quantize import QuantizeConfig, quantize_
     from deep_compression.train import evaluate, fit
 
@@ -113,7 +113,8 @@ def main() -> int:
 
     import torch
 
-    from deep_compression.checkpoint import load_checkpoint, load_model
+    from deep_compression.checkpoint import load_checkpoint
+    from deep_compression.loading import load_model
     from deep_compression.data import load_dataset
     from deep_compression.prune import prunable_layers
     from deep_compression.train import evaluate
@@ -207,8 +208,8 @@ def main() -> int:
 
 def summarize(rows: list[dict], label: str, stem: Path) -> None:
     """Write ``stem``.png from the runs and print the table (means over seeds)."""
-    from deep_compression.report import format_table
     from deep_compression.report.quantize_plots import plot_error_vs_bits
+    from deep_compression.table import format_table
 
     model_name, checkpoint = rows[0]["model"], rows[0]["checkpoint"]
     baseline = float(rows[0]["test_error_before"])

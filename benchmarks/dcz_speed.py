@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from deep_compression.dcz import DenseTensor, QuantizedTensor, decode, to_bytes
-from deep_compression.report.table import format_table
+from deep_compression.table import format_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -39,11 +39,12 @@ import zstandard
 from safetensors.numpy import save as save_numpy
 from torch.nn.utils import parametrize
 
-from deep_compression.checkpoint import load_model, save_checkpoint
+from deep_compression.checkpoint import save_checkpoint
 from deep_compression.data import load_dataset
 from deep_compression.dcz import decode
 from deep_compression.encode import encode_model, plain_state_dict
-from deep_compression.report.table import format_table
+from deep_compression.loading import load_model
+from deep_compression.table import format_table
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"

@@ -26,7 +26,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from deep_compression.checkpoint import load_checkpoint
-    from deep_compression.report import format_table
+    from deep_compression.table import format_table
 
     rows = []
     for model in args.models:

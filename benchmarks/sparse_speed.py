@@ -61,8 +61,8 @@ from torch.nn.utils import parametrize
 
 from deep_compression.models import build_model
 from deep_compression.prune.mask import PruningMask
-from deep_compression.report.table import format_table
 from deep_compression.sparse import SparseLinear, sparsify_
+from deep_compression.table import format_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

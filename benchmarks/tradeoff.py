@@ -151,8 +151,8 @@ class Bench:
     """Shared state of a run: data, dense baseline, output directory, file metadata."""
 
     def __init__(self, args: argparse.Namespace) -> None:
-        from deep_compression.checkpoint import load_model
         from deep_compression.data import load_dataset
+        from deep_compression.loading import load_model
         from deep_compression.train import evaluate
 
         self.args = args
@@ -186,7 +186,8 @@ class Bench:
         Returns the CSV columns of the files: bytes and rates under both coders and the
         test error of the model decoded from the Huffman file.
         """
-        from deep_compression.encode import encode_model, load_dcz
+        from deep_compression.encode import encode_model
+        from deep_compression.loading import load_dcz
         from deep_compression.train import evaluate
 
         meta = self.file_meta(stage, accuracy)
@@ -260,7 +261,7 @@ def quantize_and_measure(
     """Quantize a fresh copy of ``source`` at ``bits``, fine-tune, measure (+ float16 row)."""
     import dataclasses
 
-    from deep_compression.checkpoint import load_model
+    from deep_compression.loading import load_model
     from deep_compression.quantize import (
         FINETUNE_DEFAULTS,
         QuantizeConfig,
@@ -319,7 +320,8 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
     from tqdm.auto import tqdm
 
     from deep_compression import __version__
-    from deep_compression.checkpoint import load_model, save_checkpoint
+    from deep_compression.checkpoint import save_checkpoint
+    from deep_compression.loading import load_model
     from deep_compression.prune import prunable_layers, run_schedule, sparsity_report
     from deep_compression.train import TrainConfig, evaluate, seed_everything
 
@@ -675,7 +677,7 @@ def best_within(rows: Sequence[Mapping[str, Any]], family: str, loss: float, key
 def markdown(
     rows: Sequence[Mapping[str, Any]], facts: Mapping[str, Any], png: Path, csv_path: Path
 ) -> str:
-    from deep_compression.report import format_table
+    from deep_compression.table import format_table
 
     dense = float(facts["dense_error"])
     s = facts["schedule"]

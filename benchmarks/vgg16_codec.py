@@ -192,7 +192,7 @@ def worker(kind: str, path: str, threads: int, repeats: int) -> dict[str, Any]:
         return stats
     import torch
 
-    from deep_compression.encode import load_dcz
+    from deep_compression.loading import load_dcz
     from deep_compression.sparse import sparse_layers
 
     torch.set_num_threads(threads)
@@ -286,12 +286,13 @@ def main() -> None:
 
     import torch
 
-    from deep_compression.encode import encode_model, load_dcz
-    from deep_compression.kmeans import inertia, kmeans_1d
+    from deep_compression.encode import encode_model
+    from deep_compression.loading import load_dcz
     from deep_compression.models import build_model, count_parameters
     from deep_compression.prune import KeepFraction, prune_
     from deep_compression.quantize import QuantizeConfig, quantize_
-    from deep_compression.report.table import format_table
+    from deep_compression.quantize.kmeans import inertia, kmeans_1d
+    from deep_compression.table import format_table
 
     torch.set_num_threads(args.threads)
     command = "python benchmarks/vgg16_codec.py " + shlex.join(sys.argv[1:])

@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from deep_compression.checkpoint import load_checkpoint, load_model, save_checkpoint
+from deep_compression.checkpoint import load_checkpoint, save_checkpoint
 from deep_compression.errors import FormatError
+from deep_compression.loading import load_model
 from deep_compression.models import build_model
 
 
@@ -19,7 +20,7 @@ def test_roundtrip(tmp_path: Path) -> None:
     meta = {"model": {"name": "lenet-5", "kwargs": {}}, "dataset": "mnist", "seed": 7}
     save_checkpoint(tmp_path / "m.safetensors", model, meta)
     loaded, got = load_model(tmp_path / "m.safetensors")
-    assert got["seed"] == 7 and got["tool_version"]
+    assert got.seed == 7 and got.tool_version and got.dataset == "mnist"
     for (k, a), (k2, b) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
@@ -42,7 +43,7 @@ def test_missing_metadata(tmp_path: Path) -> None:
 def test_weights_that_do_not_fit(tmp_path: Path) -> None:
     meta = {"deep_compression": json.dumps({"model": {"name": "lenet-5"}})}
     save_file({"fc1.weight": torch.zeros(2, 2)}, str(tmp_path / "y.safetensors"), meta)
-    with pytest.raises(FormatError, match="do not fit lenet-5"):
+    with pytest.raises(FormatError, match=r"\(lenet-5\): tensors do not fit the model: missing"):
         load_model(tmp_path / "y.safetensors")
 
 

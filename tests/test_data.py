@@ -97,10 +97,49 @@ def test_lookup_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_not_found_without_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One line that says where it looked and how to fix it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.setenv("DEEP_COMPRESSION_DATA", str(tmp_path / "env"))
+    with pytest.raises(DataError) as info:
+        find_dataset_dir("mnist", download=False)
+    message = str(info.value)
+    assert "\n" not in message and len(message) < 300
+    assert str(tmp_path / "env") in message and str(tmp_path / "deep-compression") in message
+    assert "--data-dir" in message and "DEEP_COMPRESSION_DATA" in message
+
+
+def test_not_found_after_failed_download(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No network: the error names the first failure only, and the fix."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("DEEP_COMPRESSION_DATA", raising=False)
-    with pytest.raises(DataError, match="mnist not found"):
-        find_dataset_dir("mnist", tmp_path / "empty", download=False)
+
+    def offline(url: str, timeout: float) -> None:
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("urllib.request.urlopen", offline)
+    with pytest.raises(DataError) as info:
+        find_dataset_dir("mnist")
+    message = str(info.value)
+    assert message.count("Name or service not known") == 1 and "--data-dir" in message
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "empty"])
+def test_wrong_data_dir_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
+) -> None:
+    """A --data-dir that does not hold the data never falls back to another place."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    _fake_dataset(tmp_path / "cache" / "deep-compression" / "mnist")  # would be found
+    target = tmp_path / "d"
+    if kind == "file":
+        target.write_text("")
+    elif kind == "empty":
+        target.mkdir()
+    expected = {"missing": "no such directory", "file": "not a directory", "empty": "no mnist"}
+    with pytest.raises(DataError, match=expected[kind]):
+        find_dataset_dir("mnist", target, download=False)
 
 
 @pytest.mark.mnist

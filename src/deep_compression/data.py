@@ -218,7 +218,11 @@ def _complete_dir(directory: Path, spec: DatasetSpec) -> Path | None:
 
 
 def _download(spec: DatasetSpec, target: Path) -> None:
-    """Fetch the four gzipped files from the first mirror that answers; verify raw MD5s."""
+    """Fetch the four gzipped files from the first mirror that answers; verify raw MD5s.
+
+    Raises:
+        DataError: no mirror gave a file (the message names the first failure only).
+    """
     target.mkdir(parents=True, exist_ok=True)
     for stem, md5 in spec.files.values():
         errors = []
@@ -232,12 +236,31 @@ def _download(spec: DatasetSpec, target: Path) -> None:
                 os.replace(tmp, target / (stem + ".gz"))
                 break
             except (OSError, DataError) as e:
-                errors.append(f"{url}: {e}")
+                reason = getattr(e, "reason", None) or e
+                errors.append(f"{url.split('/')[2]}: {reason}")
             finally:
                 if os.path.exists(tmp):
                     os.unlink(tmp)
         else:
-            raise DataError(f"could not download {stem} for {spec.name}: " + "; ".join(errors))
+            raise DataError(f"download failed ({errors[0]})")
+
+
+def _check_data_dir(data_dir: str | os.PathLike[str], spec: DatasetSpec) -> Path:
+    """The directory of ``spec``'s files under a ``--data-dir`` the user gave, or an error
+    that says what is wrong with it (a typo must not silently fall back elsewhere)."""
+    directory = Path(data_dir)
+    if not directory.exists():
+        raise DataError(f"--data-dir {directory}: no such directory")
+    if not directory.is_dir():
+        raise DataError(f"--data-dir {directory}: not a directory")
+    found = _complete_dir(directory, spec)
+    if found is None:
+        names = ", ".join(stem for stem, _ in spec.files.values())
+        raise DataError(
+            f"--data-dir {directory}: no {spec.name} files in it or in {directory / spec.name} "
+            f"(expected {names}, each optionally .gz)"
+        )
+    return found
 
 
 def find_dataset_dir(
@@ -245,26 +268,37 @@ def find_dataset_dir(
 ) -> Path:
     """The directory holding the four IDX files of dataset ``name`` (see module docs).
 
+    A ``data_dir`` given by the caller must hold the files: it is never skipped.
+
     Raises:
-        DataError: not found anywhere and the download failed (or ``download=False``).
+        DataError: ``data_dir`` lacks the files, or they are nowhere and the download
+            failed (or ``download=False``); one line that says where it looked and how
+            to fix it.
     """
     spec = get_spec(name)
-    candidates: list[tuple[str, Path]] = []
     if data_dir is not None:
-        candidates.append(("--data-dir", Path(data_dir)))
+        return _check_data_dir(data_dir, spec)
+    candidates: list[tuple[str, Path]] = []
     if os.environ.get(ENV_VAR):
-        candidates.append((ENV_VAR, Path(os.environ[ENV_VAR])))
+        candidates.append((f"${ENV_VAR}", Path(os.environ[ENV_VAR])))
     candidates.append(("cache", cache_dir()))
     candidates += [("system", d) for d in _SYSTEM_DIRS.get(name, ())]
     for _, directory in candidates:
         found = _complete_dir(directory, spec)
         if found is not None:
             return found
-    looked = ", ".join(f"{src}={d}" for src, d in candidates)
+    looked = ", ".join(str(d) for _, d in candidates)
+    fix = (
+        f"pass --data-dir DIR or set {ENV_VAR}=DIR (DIR holding the four IDX files or a "
+        f"{name}/ folder of them)"
+    )
     if not download:
-        raise DataError(f"{name} not found (looked in {looked})")
+        raise DataError(f"{name} not found in {looked}; {fix}")
     target = cache_dir() / spec.name
-    _download(spec, target)
+    try:
+        _download(spec, target)
+    except DataError as e:
+        raise DataError(f"{name} not found in {looked} and {e}; {fix}") from None
     return target
 
 

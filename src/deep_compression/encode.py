@@ -1,4 +1,4 @@
-"""The torch side of the compressed file: model -> ``.dcz`` -> model.
+"""The torch side of the compressed file: model -> ``.dcz``.
 
 :func:`encode_model` reads each tensor of a (pruned and/or quantized) model in its plain
 state-dict name (``fc1.weight``, what ``strip_*`` would leave) and writes it as
@@ -9,21 +9,19 @@ state-dict name (``fc1.weight``, what ``strip_*`` would leave) and writes it as
   apply (``weight = original * mask``);
 * ``dense`` otherwise (biases, unpruned layers, buffers).
 
-:func:`load_dcz` decodes a file (numpy, :mod:`deep_compression.dcz`) into a rebuilt
-built-in model or into a plain model you pass; with ``sparse=True`` its pruned fully
-connected layers run as CSR :class:`~deep_compression.sparse.SparseLinear` layers.
+How it writes them is an :class:`EncodeConfig` (the ``[encode]`` table of a recipe).
+The way back, ``.dcz`` -> model, is :func:`deep_compression.loading.load_dcz`.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import time
-import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -31,7 +29,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deep_compression.coding.gaps import best_gap_bits
+from deep_compression.coding.gaps import best_gap_bits, check_gap_bits
 from deep_compression.dcz import (
     CODER_CHOICES,
     DEFAULT_CHUNK,
@@ -43,20 +41,20 @@ from deep_compression.dcz import (
     open_dcz,
     write_dcz,
 )
-from deep_compression.dcz.reader import to_dense
-from deep_compression.errors import ConfigError, FormatError
+from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns, resolve
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import QuantizedWeight
-from deep_compression.sparse import SparseLinear
+from deep_compression.recipe_io import from_table
+from deep_compression.records import CheckpointMeta, ModelSpec
 
 __all__ = [
     "DEFAULT_GAP_BITS",
+    "EncodeConfig",
     "EncodeReport",
     "model_tensors",
     "plain_state_dict",
     "encode_model",
-    "load_dcz",
 ]
 
 # The paper's gap fields: 5 bits for fully connected layers, 8 for convolutions.
@@ -66,10 +64,49 @@ _PARAM_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.(?:original|\d+\.
 
 GapBits = int | str | Mapping[str, int | str] | None
 
-# load_dcz(sparse=True) swaps a layer when at least this fraction of its weights is
-# pruned: sparsify_'s default, where CSR (value + int32 column per kept weight) starts to
-# take less memory than the dense float32 weight.
-_MIN_SPARSITY = 0.5
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """How a model is written to a ``.dcz`` file (the ``[encode]`` table of a recipe).
+
+    Attributes:
+        coder: entropy coder of the gap and index streams: ``"huffman"`` (the paper),
+            ``"ans"``, ``"best"`` (smallest per stream) or ``"fixed"`` (no entropy coding).
+        gap_bits: gap field width per layer, ``{"fc*": 4, "conv2": "auto"}`` shape; a value
+            may be ``"auto"`` (the width that makes that layer's gap stream smallest); a
+            single int or ``"auto"`` means every layer.
+            Layers not matched keep the paper's default (5 for fully connected, 8 for
+            convolutions); a key that matches no pruned layer is an error.
+        chunk: symbols per Huffman chunk (decoder parallelism vs. 4 bytes per chunk).
+    """
+
+    coder: str = "huffman"
+    gap_bits: Mapping[str, int | str] | int | str = field(default_factory=dict)
+    chunk: int = DEFAULT_CHUNK
+
+    def __post_init__(self) -> None:
+        if self.coder not in CODER_CHOICES:
+            raise ConfigError(
+                f"encode.coder must be one of {', '.join(CODER_CHOICES)}, got {self.coder!r}"
+            )
+        if isinstance(self.gap_bits, int | str) and not isinstance(self.gap_bits, bool):
+            object.__setattr__(self, "gap_bits", {"*": self.gap_bits})  # every layer
+        if not isinstance(self.gap_bits, Mapping):
+            raise ConfigError(f"encode.gap_bits must be a table, got {self.gap_bits!r}")
+        for key, value in self.gap_bits.items():
+            if value != "auto":
+                check_gap_bits(value, f"encode.gap_bits[{key!r}]")
+        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
+            raise ConfigError(f"encode.chunk must be an integer >= 1, got {self.chunk!r}")
+        object.__setattr__(self, "gap_bits", MappingProxyType(dict(self.gap_bits)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"coder": self.coder, "gap_bits": dict(self.gap_bits), "chunk": self.chunk}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "encode") -> EncodeConfig:
+        """Build from the ``[encode]`` table; unknown keys are a :class:`ConfigError`."""
+        return from_table(cls, d, where)
 
 
 def _plain_names(model: nn.Module) -> dict[str, tuple[str, str]]:
@@ -186,8 +223,9 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 class EncodeReport:
     """What :func:`encode_model` wrote.
 
-    ``original_bytes`` is every tensor of the plain state dict as float32 (weights and
-    biases: the paper's "size before"); ``rate = original_bytes / file_bytes``.
+    ``original_bytes`` is every floating-point tensor of the plain state dict as float32
+    (weights, biases, BatchNorm statistics: the paper's "size before"; integer buffers
+    count 0); ``rate = original_bytes / file_bytes``.
     """
 
     path: Path
@@ -203,35 +241,49 @@ class EncodeReport:
         return self.original_bytes / self.file_bytes
 
 
+def default_metadata(model: nn.Module) -> CheckpointMeta:
+    """Metadata for a model encoded without any: its class as a ``module:name`` spec.
+
+    :func:`~deep_compression.loading.load_dcz` never imports that on its own; pass the
+    model to load into.
+    """
+    cls = type(model)
+    return CheckpointMeta(model=ModelSpec(f"{cls.__module__}:{cls.__qualname__}"))
+
+
 def encode_model(
     model: nn.Module,
     path: str | os.PathLike[str],
+    config: EncodeConfig | None = None,
     *,
-    metadata: dict[str, Any],
-    gap_bits: GapBits = None,
-    coder: str = "huffman",
-    chunk: int = DEFAULT_CHUNK,
+    metadata: CheckpointMeta | Mapping[str, Any] | None = None,
     verify: bool = True,
 ) -> EncodeReport:
     """Write ``model`` to a ``.dcz`` file and report where the bytes went.
 
     Args:
-        model: a pruned and/or quantized model (parametrizations on the module).
-        path: the ``.dcz`` file to write.
-        metadata: stored in the file; should hold ``model`` (``{"name", "kwargs"}``) so
-            :func:`load_dcz` can rebuild a built-in, plus ``dataset``, ``preprocessing``
-            and the accuracy measured now.
-        gap_bits: see :func:`model_tensors`.
-        coder: ``"huffman"`` (default, the paper), ``"ans"``, ``"fixed"`` or ``"best"``.
-        chunk: symbols per Huffman chunk.
+        model: a pruned and/or quantized model (parametrizations on the module), or any
+            plain model (its tensors are stored dense).
+        path: the ``.dcz`` file to write (atomically: complete or not at all).
+        config: coder, gap widths, chunk (default :class:`EncodeConfig`).
+        metadata: stored in the file; a :class:`~deep_compression.records.CheckpointMeta`
+            (or its dict) whose ``model`` lets :func:`~deep_compression.loading.load_dcz`
+            rebuild a built-in, plus ``dataset``, ``preprocessing`` and the error
+            measured now. Default: :func:`default_metadata`.
         verify: decode the written file and check it reproduces every tensor exactly.
 
     Raises:
         ConfigError: bad settings.
     """
+    config = config or EncodeConfig()
+    if metadata is None:
+        metadata = default_metadata(model)
+    elif not isinstance(metadata, CheckpointMeta):
+        metadata = CheckpointMeta.from_dict(metadata, "metadata")
+    coder, chunk, gap_bits = config.coder, config.chunk, dict(config.gap_bits) or None
     t0 = time.perf_counter()
     records = model_tensors(model, gap_bits, coder)
-    size = write_dcz(path, records, metadata, coder=coder, chunk=chunk)
+    size = write_dcz(path, records, metadata.to_dict(), coder=coder, chunk=chunk)
     seconds = time.perf_counter() - t0
     del records  # the model's indices and positions: as large as the layers' masks
     f = open_dcz(path)
@@ -267,7 +319,7 @@ def encode_model(
                         f"{path}: {record.name} does not decode to the model's tensor"
                     )
                 del expected
-    original = 4 * sum(t.numel for t in f.tensors)
+    original = f.original_bytes
     return EncodeReport(Path(path), size, f.header_bytes, original, coder, seconds, f.stats())
 
 
@@ -310,122 +362,3 @@ def _quantized_decodes_to(record: QuantizedTensor, q: QuantizedWeight) -> bool:
     indices = q.indices.detach().cpu().reshape(-1)[at].long()
     want = q.codebook.detach().cpu().to(torch.float32)[indices].numpy()
     return np.array_equal(record.codebook[record.indices], want)
-
-
-def load_dcz(
-    path: str | os.PathLike[str], model: nn.Module | None = None, *, sparse: bool = False
-) -> tuple[nn.Module, dict[str, Any]]:
-    """Decode a ``.dcz`` file into a model, in eval mode.
-
-    Args:
-        path: the file.
-        model: a plain (unparametrized) model to load into; ``None`` rebuilds the built-in
-            model named in the file's metadata.
-        sparse: run the pruned fully connected layers as
-            :class:`~deep_compression.sparse.SparseLinear` (CSR) instead of dense
-            ``nn.Linear``: every plain ``nn.Linear`` whose weight the file stores pruned
-            (``sparse`` or ``quantized`` encoding) with at least half of it pruned, the
-            default rule of :func:`~deep_compression.sparse.sparsify_`. Their CSR arrays
-            are built from the file's kept positions and values directly, never from a
-            dense copy of the weight; every other tensor loads as usual.
-
-    Returns:
-        ``(model, metadata)``.
-
-    Raises:
-        FormatError: bad file, or its tensors do not fit the model.
-    """
-    from deep_compression.checkpoint import model_from_metadata
-
-    f = open_dcz(path)
-    records, meta = f.records(), f.metadata
-    built = model is None
-    if built:
-        # On the meta device: no memory and no random initialisation for tensors the file
-        # then replaces; load_state_dict(assign=True) makes the decoded arrays the
-        # parameters instead of copying them in (VGG-16, measured: peak RSS 2.5x -> 1.8x
-        # the dense float32 model, load time 1.4 s -> 0.9 s).
-        with torch.device("meta"):
-            model = model_from_metadata(meta, str(path))
-    if any(parametrize.is_parametrized(m) for m in model.modules()):
-        raise ConfigError("load_dcz needs a plain model (remove its parametrizations first)")
-    swap = _sparse_layer_records(model, records, str(path)) if sparse else {}
-    swapped = {f"{name}.weight" for name in swap}
-    state = {r.name: torch.from_numpy(to_dense(r)) for r in records if r.name not in swapped}
-    del records  # the swapped layers' positions live on in their CSR arrays only
-    try:
-        # The swapped layers' dense weights are deliberately not loaded; any other
-        # missing or unexpected key is still an error, as with strict loading.
-        missing, unexpected = model.load_state_dict(state, strict=not swap, assign=built)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[0]
-        raise FormatError(f"{path}: tensors do not fit the model: {first}") from None
-    if swap and (unexpected or set(missing) != swapped):
-        extra = sorted(set(missing) - swapped)
-        raise FormatError(
-            f"{path}: tensors do not fit the model: missing keys {extra}, "
-            f"unexpected keys {sorted(unexpected)}"
-        )
-    for name, record in swap.items():
-        _replace_module(model, name, _sparse_linear(record, model.get_submodule(name)))
-    # Every tensor of a built-in model is in its state dict, so none is left on "meta".
-    assert not built or not any(t.is_meta for t in [*model.parameters(), *model.buffers()])
-    model.eval()
-    return model, meta
-
-
-def _sparse_layer_records(
-    model: nn.Module, records: list[Tensor], where: str
-) -> dict[str, SparseTensor | QuantizedTensor]:
-    """Layer name -> the file's record of its weight, for the layers to run as CSR."""
-    modules = dict(model.named_modules())
-    out: dict[str, SparseTensor | QuantizedTensor] = {}
-    for r in records:
-        if not isinstance(r, SparseTensor | QuantizedTensor) or not r.name.endswith(".weight"):
-            continue
-        name = r.name[: -len(".weight")]
-        layer = modules.get(name)
-        # Exactly nn.Linear, as sparsify_ does: a subclass may read a dense .weight.
-        if type(layer) is not nn.Linear:
-            continue
-        if tuple(r.shape) != tuple(layer.weight.shape):
-            raise FormatError(
-                f"{where}: tensors do not fit the model: {r.name} has shape "
-                f"{tuple(r.shape)}, the model needs {tuple(layer.weight.shape)}"
-            )
-        numel = math.prod(r.shape)
-        if numel and numel - r.positions.size >= _MIN_SPARSITY * numel:
-            out[name] = r
-    return out
-
-
-def _sparse_linear(record: SparseTensor | QuantizedTensor, layer: nn.Linear) -> SparseLinear:
-    """The :class:`SparseLinear` of ``layer`` with the weight of ``record`` (never densified).
-
-    The file's positions are flat row-major indices, strictly increasing (the gap decoder
-    guarantees it), which is CSR order: row ``p // in``, column ``p % in``.
-    """
-    out_f, in_f = record.shape
-    positions = record.positions
-    if isinstance(record, SparseTensor):
-        values = np.asarray(record.values, dtype=np.float32)
-    else:
-        values = np.asarray(record.codebook, dtype=np.float32)[record.indices]
-    crow = np.zeros(out_f + 1, dtype=np.int64)
-    np.cumsum(np.bincount(positions // in_f, minlength=out_f), out=crow[1:])
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"Sparse CSR tensor support")
-        weight = torch.sparse_csr_tensor(
-            torch.from_numpy(crow),
-            torch.from_numpy(positions % in_f),
-            torch.from_numpy(values),
-            (out_f, in_f),
-            check_invariants=True,  # O(nnz), and a file is untrusted input
-        )
-    bias = layer.bias.detach() if layer.bias is not None else None
-    return SparseLinear(weight, bias)
-
-
-def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
-    parent_name, _, child = name.rpartition(".")
-    setattr(root.get_submodule(parent_name) if parent_name else root, child, new)

@@ -1,196 +1,99 @@
-"""The whole pipeline, driven by one recipe: dense -> prune -> quantize -> encode -> report.
+"""The whole pipeline, driven by one recipe (:mod:`deep_compression.recipe`):
+dense -> prune -> quantize -> encode -> report.
 
-A recipe is a TOML file mapped one-to-one onto :class:`Recipe`::
-
-    model = "lenet-300-100"      # a built-in model name
-    dataset = "mnist"
-    seed = 0
-    [train]                      # dense training, used only when no checkpoint is given
-    [prune]                      # deep_compression.prune.PruneSchedule
-    [[prune.rounds]] ...
-    [quantize]                   # deep_compression.quantize.QuantizeConfig
-    [encode]                     # EncodeConfig: coder, gap bits
-
-:func:`compress` runs it phase by phase in a run directory, writing one file per phase
-(``dense.safetensors``, ``pruned.safetensors``, ``quantized.safetensors``, then the
-``.dcz`` files) and a ``pipeline.json`` that records what each finished phase measured.
-Run again on the same directory with the same recipe, it resumes after the last finished
-phase; with a different recipe it refuses (unless told to restart) rather than mix runs.
+:func:`compress` is a short loop over the phases of :mod:`deep_compression.phases`,
+each writing one file into the run directory (``dense.safetensors``,
+``pruned.safetensors``, ``quantized.safetensors``, ``model.dcz`` with its stage files
+``stage-p.dcz`` and ``stage-pq.dcz``) and recording in ``pipeline.json`` a digest of
+everything it depends on. Run again on the same directory, finished phases whose digest
+still matches are reused (so changing ``[encode]`` re-encodes without re-pruning); the
+pruning phase also resumes after its last finished round.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-import math
 import os
-import shutil
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 from deep_compression import __version__
+from deep_compression.checkpoint import load_checkpoint, save_checkpoint
+from deep_compression.data import Split, get_spec, load_dataset
+from deep_compression.dcz import open_dcz
+from deep_compression.dcz.stages import STAGE_NAMES, stage_blobs
+from deep_compression.dcz.summary import summarize
 from deep_compression.errors import ConfigError
-from deep_compression.recipe_io import load_config
+from deep_compression.fileio import atomic_write, write_json
+from deep_compression.loading import load_model
+from deep_compression.models import build_model
+from deep_compression.phases import (
+    Log,
+    encode_phase,
+    prune_phase,
+    quantize_phase,
+    test_error,
+    train_phase,
+    with_stage,
+)
+from deep_compression.progress import log as default_log
+from deep_compression.prune import RoundResult
+from deep_compression.recipe import Recipe, digest, load_recipe
+from deep_compression.records import CheckpointMeta, ModelSpec, PhaseRow, RunReport, StageRow
+from deep_compression.report.markdown import report_markdown
+from deep_compression.train import seed_everything
 
 __all__ = [
-    "EncodeConfig",
     "Recipe",
     "load_recipe",
     "compress",
+    "copy_final",
     "PHASES",
     "STAGE_FILES",
 ]
 
 PHASES = ("dense", "pruned", "quantized", "encoded")
-# The three real files the per-stage table measures, as the paper's P, P+Q, P+Q+H.
+# The three real files of the per-stage table, the paper's P, P+Q, P+Q+H
+# (defined in deep_compression.dcz.stages).
 STAGE_FILES = {"P": "stage-p.dcz", "P+Q": "stage-pq.dcz", "P+Q+H": "model.dcz"}
-_CODERS = ("huffman", "ans", "fixed", "best")
 
 
-def _reject_unknown(d: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    unknown = set(d) - allowed
-    if unknown:
-        raise ConfigError(f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})")
+def _file_digest(path: str | os.PathLike[str]) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class EncodeConfig:
-    """How the final file is written (the ``[encode]`` table).
-
-    Attributes:
-        coder: entropy coder of the gap and index streams: ``"huffman"`` (the paper),
-            ``"ans"``, ``"best"`` (smallest per stream) or ``"fixed"`` (no entropy coding).
-        gap_bits: gap field width per layer, ``{"fc*": 4, "conv2": "auto"}`` shape; a value
-            may be ``"auto"`` (the width that makes that layer's gap stream smallest). Layers
-            not matched keep the paper's default (5 for fully connected, 8 for convolutions);
-            a key that matches no pruned layer is an error.
-    """
-
-    coder: str = "huffman"
-    gap_bits: Mapping[str, int | str] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.coder not in _CODERS:
-            raise ConfigError(
-                f"encode.coder must be one of {', '.join(_CODERS)}, got {self.coder!r}"
-            )
-        if not isinstance(self.gap_bits, Mapping):
-            raise ConfigError(f"encode.gap_bits must be a table, got {self.gap_bits!r}")
-        for key, value in self.gap_bits.items():
-            ok = value == "auto" or (
-                isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16
-            )
-            if not ok:
-                raise ConfigError(
-                    f"encode.gap_bits[{key!r}] must be an integer in 1..16 or 'auto', got {value!r}"
-                )
-        object.__setattr__(self, "gap_bits", MappingProxyType(dict(self.gap_bits)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"coder": self.coder, "gap_bits": dict(self.gap_bits)}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "encode") -> EncodeConfig:
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {d!r}")
-        _reject_unknown(d, {"coder", "gap_bits"}, where)
-        return cls(**d)
+def phase_digests(recipe: Recipe, source: str) -> dict[str, str]:
+    """For each phase, a digest of everything its output depends on (chained)."""
+    d = recipe.to_dict()
+    dense = digest(source, d["model"], d["model_kwargs"], d["dataset"], d["seed"], d.get("train"))
+    pruned = digest(dense, d["prune"])
+    quantized = digest(pruned, d["quantize"])
+    return {
+        "dense": dense,
+        "pruned": pruned,
+        "quantized": quantized,
+        "encoded": digest(quantized, d["encode"]),
+    }
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """Everything :func:`compress` needs; one-to-one with the recipe TOML file."""
-
-    model: str
-    prune: Any  # PruneSchedule (typed loosely so this module imports without torch)
-    quantize: Any  # QuantizeConfig
-    encode: EncodeConfig = field(default_factory=EncodeConfig)
-    train: Any = None  # TrainConfig of dense training, or None
-    dataset: str = "mnist"
-    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "recipe") -> Recipe:
-        from deep_compression.data import get_spec
-        from deep_compression.models import model_names
-        from deep_compression.prune import PruneSchedule
-        from deep_compression.quantize import QuantizeConfig
-        from deep_compression.train import TrainConfig
-
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        _reject_unknown(d, allowed, where)
-        for key in ("model", "prune", "quantize"):
-            if key not in d:
-                raise ConfigError(f"{where}: missing {key!r}")
-        if d["model"] not in model_names():
-            raise ConfigError(
-                f"{where}: unknown model {d['model']!r}; choose one of {', '.join(model_names())}"
-            )
-        get_spec(d.get("dataset", "mnist"))  # validates the name
-        seed = d.get("seed", 0)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{where}: seed must be an integer >= 0, got {seed!r}")
-        kwargs = d.get("model_kwargs", {})
-        if not isinstance(kwargs, Mapping):
-            raise ConfigError(f"{where}: model_kwargs must be a table, got {kwargs!r}")
-        train = d.get("train")
-        return cls(
-            model=d["model"],
-            dataset=d.get("dataset", "mnist"),
-            model_kwargs=dict(kwargs),
-            seed=seed,
-            train=TrainConfig.from_dict(train, "train") if train is not None else None,
-            prune=PruneSchedule.from_dict(d["prune"]),
-            quantize=QuantizeConfig.from_dict(d["quantize"]),
-            encode=EncodeConfig.from_dict(d.get("encode", {})),
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "model": self.model,
-            "model_kwargs": dict(self.model_kwargs),
-            "dataset": self.dataset,
-            "seed": self.seed,
-            "prune": self.prune.to_dict(),
-            "quantize": self.quantize.to_dict(),
-            "encode": self.encode.to_dict(),
-        }
-        if self.train is not None:
-            d["train"] = self.train.to_dict()
-        return d
-
-    def digest(self) -> str:
-        """A short hash of the recipe's content, to tell runs of different recipes apart."""
-        canonical = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
-
-
-def load_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """Read a recipe TOML file.
-
-    Raises:
-        ConfigError: unreadable, invalid TOML, or invalid content (the message names the
-            file and the field).
-    """
-    return load_config(path, Recipe.from_dict)
-
-
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- run state
 
 
 @dataclass
 class RunState:
     """``pipeline.json``: what each finished phase measured, and the digest of the recipe
-    parts it depends on (a phase is reused only while its digest still matches, so
-    changing ``[encode]`` re-encodes without re-pruning)."""
+    parts it depends on."""
 
     path: Path
+    recipe_digest: str | None = None
     phases: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -198,10 +101,10 @@ class RunState:
         path = run_dir / "pipeline.json"
         if path.exists() and not restart:
             try:
-                phases = dict(json.loads(path.read_text())["phases"])
-            except (OSError, ValueError, KeyError, TypeError) as e:
+                doc = json.loads(path.read_text())
+                return cls(path, doc.get("recipe_digest"), dict(doc["phases"]))
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
                 raise ConfigError(f"{path}: unreadable run state ({e}); use --restart") from None
-            return cls(path, phases)
         return cls(path)
 
     def done(self, phase: str, digest: str) -> bool:
@@ -215,41 +118,162 @@ class RunState:
         # A redone phase invalidates everything after it.
         for later in PHASES[PHASES.index(phase) + 1 :]:
             self.phases.pop(later, None)
-        doc = {"tool_version": __version__, "phases": self.phases}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, self.path)
+        doc = {"tool_version": __version__, "recipe_digest": self.recipe_digest}
+        write_json(self.path, {**doc, "phases": self.phases})
 
 
-def _digest(*parts: Any) -> str:
-    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+# --------------------------------------------------------------------------- the phases
 
 
-def phase_digests(recipe: Recipe, source: str) -> dict[str, str]:
-    """For each phase, a digest of everything its output depends on (chained)."""
-    d = recipe.to_dict()
-    dense = _digest(source, d["model"], d["model_kwargs"], d["dataset"], d["seed"], d.get("train"))
-    pruned = _digest(dense, d["prune"])
-    quantized = _digest(pruned, d["quantize"])
+@dataclass
+class _Run:
+    """What every phase step of :func:`compress` shares."""
+
+    recipe: Recipe
+    run_dir: Path
+    train: Split
+    test: Split
+    base: CheckpointMeta
+    digests: dict[str, str]
+    progress: bool
+    log: Log
+
+    def file(self, phase: str) -> Path:
+        return self.run_dir / f"{phase}.safetensors"
+
+
+def _dense_step(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    if checkpoint is not None:
+        model, _ = load_model(checkpoint)
+        how = f"loaded {checkpoint}"
+        details: dict[str, Any] = {"source": str(checkpoint)}
+    else:
+        assert run.recipe.train is not None
+        seed_everything(run.recipe.seed)
+        model = build_model(run.recipe.model, **run.recipe.model_kwargs)
+        run.log(f"[dense] training {run.recipe.model} for {run.recipe.train.epochs} epochs")
+        outcome = train_phase(
+            model,
+            run.train,
+            run.test,
+            run.recipe.train,
+            progress=run.progress,
+            log=run.log,
+            desc="dense",
+        )
+        how = f"trained {run.recipe.train.epochs} epochs"
+        details = {"train": outcome.details()}
+    error = test_error(model, run.test)
+    save_checkpoint(run.file("dense"), model, with_stage(run.base, "dense", error, **details))
+    run.log(f"[dense] {how}: test error {100 * error:.2f}%")
     return {
-        "dense": dense,
-        "pruned": pruned,
-        "quantized": quantized,
-        "encoded": _digest(quantized, d["encode"]),
+        "files": [run.file("dense").name],
+        "test_error": error,
+        "how": how,
+        "seconds": round(time.perf_counter() - t0, 1),
     }
 
 
-def _file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+def _prune_step(run: _Run) -> dict[str, Any]:
+    model, _ = load_model(run.file("dense"))
+    # Every finished round is saved (one file, replaced atomically), so an interrupted
+    # run resumes after its last round.
+    partial = run.run_dir / "pruned-partial.safetensors"
+    done_rounds: list[dict[str, Any]] = []
+    reference = None
+    if partial.is_file():
+        resumed, pm = load_model(partial)
+        rounds = pm.details.get("rounds", [])
+        if pm.details.get("digest") == run.digests["pruned"] and 0 < len(rounds):
+            reference, model, done_rounds = model, resumed, list(rounds)
+
+    finished = list(done_rounds)
+
+    def on_round(r: RoundResult) -> None:
+        finished.append(r.to_dict())
+        meta = run.base.with_details(digest=run.digests["pruned"], rounds=finished)
+        save_checkpoint(partial, model, meta)
+
+    outcome = prune_phase(
+        model,
+        run.recipe.prune,
+        run.train,
+        run.test,
+        progress=run.progress,
+        log=run.log,
+        on_round=on_round,
+        done_rounds=done_rounds,
+        reference=reference,
+    )
+    meta = with_stage(run.base, "pruned", outcome.test_error, prune=outcome.details())
+    save_checkpoint(run.file("pruned"), model, replace(meta, model=outcome.model_spec(meta.model)))
+    partial.unlink(missing_ok=True)
+    return {
+        "files": [run.file("pruned").name],
+        "test_error": outcome.test_error,
+        "kept_fraction": outcome.sparsity.kept_fraction,
+        "seconds": round(outcome.seconds, 1),
+    }
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+def _quantize_step(run: _Run) -> dict[str, Any]:
+    model, meta = load_model(run.file("pruned"))
+    outcome = quantize_phase(
+        model, run.recipe.quantize, run.train, run.test, progress=run.progress, log=run.log
+    )
+    meta = with_stage(meta, "quantized", outcome.test_error, quantize=outcome.details())
+    save_checkpoint(run.file("quantized"), model, meta)
+    return {
+        "files": [run.file("quantized").name],
+        "test_error": outcome.test_error,
+        "test_error_clustered": outcome.test_error_clustered,
+        "seconds": round(outcome.seconds, 1),
+    }
+
+
+def _encode_step(run: _Run) -> dict[str, Any]:
+    model, meta = load_model(run.file("quantized"))
+    final = run.run_dir / STAGE_FILES["P+Q+H"]
+    # The file carries the compact metadata (its header counts in the rate); the phase
+    # details stay in the checkpoints and the report.
+    file_meta = replace(
+        meta, details={"recipe_digest": run.recipe.digest()}, tool_version=__version__
+    )
+    outcome = encode_phase(model, final, run.recipe.encode, file_meta, test=run.test, log=run.log)
+    blobs = stage_blobs(open_dcz(final))
+    for stage in ("P", "P+Q"):
+        path = run.run_dir / STAGE_FILES[stage]
+        atomic_write(path, blobs[stage])
+        run.log(f"[encode] {stage}: {path.name} {len(blobs[stage]):,} bytes")
+    return {
+        "files": list(STAGE_FILES.values()),
+        "test_error": outcome.test_error,
+        "bytes": {s: len(b) for s, b in blobs.items()},
+        "original_bytes": outcome.report.original_bytes,
+        "seconds": round(outcome.seconds, 1),
+    }
+
+
+# --------------------------------------------------------------------------- compress
+
+
+def _source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMeta | None]:
+    """A description of the starting point (for the digests) and the checkpoint's
+    metadata, after checking that checkpoint and recipe agree."""
+    if checkpoint is None:
+        if recipe.train is None:
+            raise ConfigError("no dense checkpoint given and the recipe has no [train] table")
+        return "train from scratch", None
+    _, meta = load_checkpoint(checkpoint)
+    if meta.model.name != recipe.model:
+        raise ConfigError(f"{checkpoint} holds {meta.model.name}, the recipe is for {recipe.model}")
+    if meta.dataset is not None and meta.dataset != recipe.dataset:
+        raise ConfigError(
+            f"{checkpoint} was trained on {meta.dataset}, the recipe is for {recipe.dataset}"
+        )
+    source = f"checkpoint {Path(checkpoint).resolve()} {_file_digest(checkpoint)}"
+    return source, meta
 
 
 def compress(
@@ -259,370 +283,128 @@ def compress(
     checkpoint: str | os.PathLike[str] | None = None,
     data_dir: str | os.PathLike[str] | None = None,
     restart: bool = False,
+    force: bool = False,
     progress: bool = True,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
+    log: Log = default_log,
+) -> RunReport:
     """Run ``recipe`` from a dense checkpoint (or from scratch) to a ``.dcz`` file.
 
     Args:
         recipe: the recipe.
-        run_dir: directory for every phase's output; resumed if it holds a finished phase
+        run_dir: directory for every phase's output; resumed if it holds finished phases
             of the same recipe and starting point.
         checkpoint: dense starting checkpoint; ``None`` trains one with ``recipe.train``.
         data_dir: where the dataset is (see :mod:`deep_compression.data`).
         restart: discard the run state in ``run_dir`` and start over.
-        progress: tqdm bars through training phases.
+        force: ``run_dir`` may hold a run of another recipe or checkpoint: reuse the
+            phases that still match and redo the rest (replacing their files).
+        progress: progress bars (or log lines) through training phases.
         log: where progress lines go.
 
     Returns:
         The report (also written as ``report.json`` / ``report.md`` in ``run_dir``).
-    """
-    from deep_compression.checkpoint import load_model, save_checkpoint
-    from deep_compression.data import get_spec, load_dataset
-    from deep_compression.encode import encode_model, load_dcz
-    from deep_compression.models import build_model, count_parameters
-    from deep_compression.prune import run_schedule, sparsity_report
-    from deep_compression.quantize import quantization_report, quantize_, round_float16_
-    from deep_compression.train import evaluate, fit, seed_everything
 
+    Raises:
+        ConfigError: checkpoint and recipe disagree, a recipe key matches no layer, or
+            ``run_dir`` holds another run and neither ``force`` nor ``restart`` is given;
+            all checked before any work.
+    """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if checkpoint is None and recipe.train is None:
-        raise ConfigError("no dense checkpoint given and the recipe has no [train] table")
-    if checkpoint is not None:
-        source = f"checkpoint {Path(checkpoint).resolve()} {_file_digest(checkpoint)}"
-    else:
-        source = "train from scratch"
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    source, ckpt_meta = _source(recipe, ckpt)
+    recipe.check_layers(build_model(recipe.model, **recipe.model_kwargs))
     digests = phase_digests(recipe, source)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir}: is a file")
     state = RunState.open(run_dir, restart)
-    (run_dir / "recipe.json").write_text(json.dumps(recipe.to_dict(), indent=2, sort_keys=True))
+    run_key = digest(source, recipe.digest())
+    if state.phases and state.recipe_digest != run_key and not force:
+        raise ConfigError(
+            f"{run_dir} holds a run of another recipe or checkpoint; pass --force to redo "
+            "the phases that changed, --restart to start over, or choose another --out-dir"
+        )
+    state.recipe_digest = run_key
     train, test = load_dataset(recipe.dataset, data_dir)
     spec = get_spec(recipe.dataset)
-    base_meta = {
-        "model": {"name": recipe.model, "kwargs": dict(recipe.model_kwargs)},
-        "dataset": recipe.dataset,
-        "preprocessing": spec.preprocessing,
-        "seed": recipe.seed,
-        "recipe_digest": recipe.digest(),
+    base = CheckpointMeta(
+        model=ckpt_meta.model if ckpt_meta else ModelSpec(recipe.model, recipe.model_kwargs),
+        dataset=recipe.dataset,
+        preprocessing=spec.preprocessing,
+        seed=recipe.seed,
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "recipe.json", recipe.to_dict())
+    run = _Run(recipe, run_dir, train, test, base, digests, progress, log)
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "dense": lambda: _dense_step(run, ckpt),
+        "pruned": lambda: _prune_step(run),
+        "quantized": lambda: _quantize_step(run),
+        "encoded": lambda: _encode_step(run),
     }
-    files = {p: run_dir / f"{p}.safetensors" for p in ("dense", "pruned", "quantized")}
-
-    # ---- dense
-    if state.done("dense", digests["dense"]):
-        log(f"[dense] resumed from {files['dense']}")
-    else:
-        t0 = time.perf_counter()
-        if checkpoint is not None:
-            model, meta = load_model(checkpoint)
-            if meta["model"]["name"] != recipe.model:
-                raise ConfigError(
-                    f"{checkpoint} holds {meta['model']['name']}, the recipe is for {recipe.model}"
-                )
-            how = f"loaded {checkpoint}"
-        else:
-            seed_everything(recipe.seed)
-            model = build_model(recipe.model, **recipe.model_kwargs)
-            log(f"[dense] training {recipe.model} for {recipe.train.epochs} epochs")
-            fit(model, train, test, recipe.train, progress=progress, desc="dense")
-            how = f"trained {recipe.train.epochs} epochs"
-        acc = evaluate(model, test)[1]
-        save_checkpoint(
-            files["dense"],
-            model,
-            {**base_meta, "stage": "dense", "test_accuracy": acc, "test_error": 1 - acc},
-        )
-        state.record(
-            "dense",
-            digests["dense"],
-            {
-                "files": [files["dense"].name],
-                "test_error": 1 - acc,
-                "parameters": count_parameters(model),
-                "seconds": round(time.perf_counter() - t0, 1),
-                "how": how,
-            },
-        )
-        log(f"[dense] {how}: test error {_pct(1 - acc)}")
-
-    # ---- pruned
-    if state.done("pruned", digests["pruned"]):
-        log(f"[prune] resumed from {files['pruned']}")
-    else:
-        t0 = time.perf_counter()
-        model, _ = load_model(files["dense"])
-        n_rounds = len(recipe.prune.rounds)
-        log(f"[prune] {n_rounds} rounds, {recipe.prune.total_epochs} retraining epochs")
-        # The pruning phase is the long one: every finished round is saved (one file,
-        # replaced atomically), so an interrupted run resumes after its last round.
-        partial = run_dir / "pruned-partial.safetensors"
-        done_rounds: list[dict[str, Any]] = []
-        reference = None
-        if partial.is_file():
-            resumed, pm = load_model(partial)
-            if pm.get("digest") == digests["pruned"] and 0 < len(pm["rounds"]) <= n_rounds:
-                reference, model = model, resumed
-                done_rounds = list(pm["rounds"])
-                log(f"[prune] resumed after round {len(done_rounds)}/{n_rounds} from {partial}")
-
-        def on_round(r: Any) -> None:
-            done_rounds.append(r.to_dict())
-            tmp = partial.with_suffix(".tmp")
-            save_checkpoint(
-                tmp, model, {**base_meta, "digest": digests["pruned"], "rounds": done_rounds}
-            )
-            os.replace(tmp, partial)
-            log(
-                f"[prune] round {r.round}/{n_rounds}: kept {_pct(r.report.kept_fraction)}, "
-                f"test error {_pct(1 - r.accuracy_pruned)} pruned -> "
-                f"{_pct(1 - r.accuracy_retrained)} retrained ({r.seconds:.0f}s)"
-            )
-
-        run_schedule(
-            model,
-            recipe.prune,
-            train,
-            test,
-            progress=progress,
-            on_round=on_round,
-            start=len(done_rounds),
-            reference=reference,
-        )
-        acc = evaluate(model, test)[1]
-        report = sparsity_report(model)
-        save_checkpoint(
-            files["pruned"],
-            model,
-            {
-                **base_meta,
-                "stage": "pruned",
-                "test_accuracy": acc,
-                "test_error": 1 - acc,
-                "prune": recipe.prune.to_dict(),
-                "rounds": done_rounds,
-            },
-        )
-        partial.unlink(missing_ok=True)
-        state.record(
-            "pruned",
-            digests["pruned"],
-            {
-                "files": [files["pruned"].name],
-                "test_error": 1 - acc,
-                "kept_fraction": report.kept_fraction,
-                "layers": {row.name: row.kept_fraction for row in report.layers},
-                "seconds": round(time.perf_counter() - t0, 1),
-            },
-        )
-
-    # ---- quantized
-    if state.done("quantized", digests["quantized"]):
-        log(f"[quantize] resumed from {files['quantized']}")
-    else:
-        t0 = time.perf_counter()
-        model, _ = load_model(files["pruned"])
-        qreport = quantize_(model, recipe.quantize, progress=progress)
-        acc_clustered = evaluate(model, test)[1]
-        log(f"[quantize] k-means ({recipe.quantize.init}): test error {_pct(1 - acc_clustered)}")
-        ft = recipe.quantize.finetune
-        if ft.epochs:
-            fit(model, train, test, ft, progress=progress, desc="centroid fine-tune")
-        if recipe.quantize.float16:
-            changed = round_float16_(model)
-            log(f"[quantize] rounded {changed} codebook and bias values to float16")
-        acc = evaluate(model, test)[1]
-        qreport = quantization_report(model)
-        save_checkpoint(
-            files["quantized"],
-            model,
-            {
-                **base_meta,
-                "stage": "quantized",
-                "test_accuracy": acc,
-                "test_error": 1 - acc,
-                "quantize": recipe.quantize.to_dict(),
-                "quantization": qreport.to_dict(),
-            },
-        )
-        state.record(
-            "quantized",
-            digests["quantized"],
-            {
-                "files": [files["quantized"].name],
-                "test_error_clustered": 1 - acc_clustered,
-                "test_error": 1 - acc,
-                "seconds": round(time.perf_counter() - t0, 1),
-            },
-        )
-        log(f"[quantize] after fine-tuning ({ft.epochs} epochs): test error {_pct(1 - acc)}")
-
-    # ---- encoded: three real files, P, P+Q and P+Q+H
-    if state.done("encoded", digests["encoded"]):
-        log(f"[encode] resumed: {run_dir / STAGE_FILES['P+Q+H']}")
-    else:
-        t0 = time.perf_counter()
-        pruned, pmeta = load_model(files["pruned"])
-        quantized, qmeta = load_model(files["quantized"])
-        gap_bits = dict(recipe.encode.gap_bits)
-        stage_info: dict[str, Any] = {}
-        for stage, model, meta, coder in (
-            # P is the paper's pruning-only storage: float32 values and fixed-width gaps.
-            ("P", pruned, pmeta, "fixed"),
-            ("P+Q", quantized, qmeta, "fixed"),
-            ("P+Q+H", quantized, qmeta, recipe.encode.coder),
-        ):
-            path = run_dir / STAGE_FILES[stage]
-            file_meta = {**base_meta, "stage": stage, "test_accuracy": meta["test_accuracy"]}
-            file_meta["test_error"] = 1 - meta["test_accuracy"]
-            rep = encode_model(model, path, metadata=file_meta, gap_bits=gap_bits, coder=coder)
-            decoded, _ = load_dcz(path)
-            acc = evaluate(decoded, test)[1]
-            if not math.isclose(acc, meta["test_accuracy"], abs_tol=0.0):
-                raise AssertionError(f"{path}: decoded accuracy {acc} != {meta['test_accuracy']}")
-            stage_info[stage] = {
-                "file": path.name,
-                "bytes": rep.file_bytes,
-                "rate": rep.rate,
-                "test_error": 1 - acc,
-                "coder": coder,
-            }
-            log(f"[encode] {stage}: {path.name} {rep.file_bytes:,} bytes, {rep.rate:.1f}x")
-        state.record(
-            "encoded",
-            digests["encoded"],
-            {
-                "files": [STAGE_FILES[s] for s in STAGE_FILES],
-                "stages": stage_info,
-                "original_bytes": rep.original_bytes,
-                "seconds": round(time.perf_counter() - t0, 1),
-            },
-        )
-
+    for phase, step in steps.items():
+        if state.done(phase, digests[phase]):
+            log(f"[{phase}] reused from an earlier run in {run_dir}")
+            continue
+        state.record(phase, digests[phase], step())
     report = build_report(run_dir, state.phases, recipe)
-    (run_dir / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (run_dir / "report.md").write_text(report_markdown(report))
+    write_json(run_dir / "report.json", report.to_dict())
+    atomic_write(run_dir / "report.md", report_markdown(report))
     return report
 
 
-def build_report(run_dir: Path, phases: Mapping[str, Any], recipe: Recipe) -> dict[str, Any]:
-    """The per-stage and per-layer figures of a finished run (JSON-able)."""
-    from deep_compression.dcz import open_dcz
-    from deep_compression.dcz.summary import summarize
-
+def build_report(run_dir: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunReport:
+    """The per-stage and per-layer figures of a finished run."""
     enc = phases["encoded"]
     summary = summarize(open_dcz(run_dir / STAGE_FILES["P+Q+H"]))
     original = enc["original_bytes"]
-    stages = [
-        {
-            "stage": "dense (float32)",
-            "bytes": original,
-            "rate": 1.0,
-            "test_error": phases["dense"]["test_error"],
-        }
+    stages = [StageRow("dense (float32)", original, 1.0)]
+    stages += [
+        StageRow(s, enc["bytes"][s], original / enc["bytes"][s], STAGE_FILES[s])
+        for s in STAGE_NAMES
     ]
-    for stage in STAGE_FILES:
-        s = enc["stages"][stage]
-        stages.append(
-            {
-                "stage": stage,
-                "file": s["file"],
-                "bytes": s["bytes"],
-                "rate": s["rate"],
-                "test_error": s["test_error"],
-            }
-        )
-    seconds = sum(float(phases[p].get("seconds", 0.0)) for p in PHASES if p in phases)
-    return {
-        "model": recipe.model,
-        "dataset": recipe.dataset,
-        "recipe_digest": recipe.digest(),
-        "tool_version": __version__,
-        "stages": stages,
-        "kept_fraction": phases["pruned"]["kept_fraction"],
-        "test_error_pruned": phases["pruned"]["test_error"],
-        "test_error_clustered": phases["quantized"]["test_error_clustered"],
-        "layers": summary["layers"],
-        "breakdown": summary["breakdown"],
-        "streams": summary["streams"],
-        "phase_seconds": {p: phases[p].get("seconds") for p in PHASES if p in phases},
-        "total_seconds": round(seconds, 1),
-    }
-
-
-def report_markdown(report: Mapping[str, Any]) -> str:
-    """The report as Markdown: per-stage table, then per-layer table in the paper's columns."""
-    from deep_compression.report import format_table
-
-    stage_rows = [
-        [
-            s["stage"],
-            s.get("file", "-"),
-            f"{s['bytes']:,}",
-            f"{s['rate']:.1f}x",
-            f"{100 * s['test_error']:.2f}%",
-        ]
-        for s in report["stages"]
-    ]
-    layer_rows = [
-        [
-            row["name"],
-            f"{row['weights']:,}",
-            f"{row['kept_pct']:.2f}%",
-            f"{row['weight_bits']['P+Q']:.2f}",
-            f"{row['weight_bits']['P+Q+H']:.2f}",
-            f"{row['index_bits']['P+Q']:.2f}",
-            f"{row['index_bits']['P+Q+H']:.2f}",
-            f"{row['size_pct']['P+Q']:.2f}%",
-            f"{row['size_pct']['P+Q+H']:.2f}%",
-        ]
-        for row in report["layers"]
-    ]
-    breakdown = [[k, f"{v:,}"] for k, v in report["breakdown"].items()]
-    parts = [
-        f"# {report['model']} on {report['dataset']}",
-        "",
-        "## Stages (each a real file; rate = float32 bytes of all parameters / file bytes)",
-        "",
-        format_table(["stage", "file", "bytes", "rate", "test error"], stage_rows),
-        "",
-        "## Layers (the paper's Table 2/3 columns)",
-        "",
-        format_table(
-            [
-                "layer",
-                "weights",
-                "kept",
-                "weight bits P+Q",
-                "weight bits P+Q+H",
-                "index bits P+Q",
-                "index bits P+Q+H",
-                "size P+Q",
-                "size P+Q+H",
-            ],
-            layer_rows,
+    q = phases["quantized"]
+    rows = [
+        PhaseRow(
+            "dense",
+            phases["dense"]["test_error"],
+            phases["dense"]["seconds"],
+            phases["dense"].get("how", ""),
         ),
-        "",
-        "## Where the bytes of the final file go",
-        "",
-        format_table(["part", "bytes"], breakdown),
-        "",
-        f"Wall time: {report['total_seconds']:.0f} s "
-        + "("
-        + ", ".join(f"{k} {v:.0f} s" for k, v in report["phase_seconds"].items() if v)
-        + ").",
-        "",
+        PhaseRow(
+            "pruned",
+            phases["pruned"]["test_error"],
+            phases["pruned"]["seconds"],
+            f"{100 * phases['pruned']['kept_fraction']:.2f}% of weights kept",
+        ),
+        PhaseRow("clustered", q["test_error_clustered"], 0.0, "k-means, before fine-tuning"),
+        PhaseRow("quantized", q["test_error"], q["seconds"], "after centroid fine-tuning"),
+        PhaseRow("decoded", enc["test_error"], enc["seconds"], "model.dcz decoded"),
     ]
-    return "\n".join(parts)
+    return RunReport(
+        model=recipe.model,
+        dataset=recipe.dataset,
+        recipe_digest=recipe.digest(),
+        original_bytes=original,
+        stages=tuple(stages),
+        phases=tuple(rows),
+        kept_fraction=phases["pruned"]["kept_fraction"],
+        layers=tuple(summary["layers"]),
+        breakdown=summary["breakdown"],
+        streams=tuple(summary["streams"]),
+        total_seconds=round(sum(float(r.seconds) for r in rows), 1),
+    )
 
 
 def copy_final(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Copy the run's final ``.dcz`` to ``out`` (e.g. ``models/lenet-5.dcz``), with its
     report next to it (``lenet-5.report.json`` and ``lenet-5.report.md``), so a shipped
-    file travels with the measurements that describe it."""
+    file travels with the measurements that describe it. Each copy is atomic."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(run_dir) / STAGE_FILES["P+Q+H"], out)
-    for suffix in (".json", ".md"):
-        report = Path(run_dir) / f"report{suffix}"
-        if report.is_file():
-            shutil.copyfile(report, out.with_name(f"{out.stem}.report{suffix}"))
+    for src, dst in [
+        (Path(run_dir) / STAGE_FILES["P+Q+H"], out),
+        (Path(run_dir) / "report.json", out.with_name(f"{out.stem}.report.json")),
+        (Path(run_dir) / "report.md", out.with_name(f"{out.stem}.report.md")),
+    ]:
+        if src.is_file():
+            atomic_write(dst, src.read_bytes())
     return out

@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from deep_compression.data import Split
 from deep_compression.errors import ConfigError
+from deep_compression.progress import log, progress_bar
+from deep_compression.recipe_io import from_table
 
 __all__ = ["TrainConfig", "EpochStats", "TrainResult", "fit", "evaluate", "seed_everything"]
 
@@ -80,13 +82,17 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def merged(self, overrides: object, where: str) -> TrainConfig:
+        """This config with the fields of the table ``overrides`` replaced (a round's
+        ``retrain = { epochs = 8 }`` over the schedule's ``[prune.retrain]``)."""
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"{where}: expected a table of training settings, got {overrides!r}")
+        return TrainConfig.from_dict({**self.to_dict(), **overrides}, where)
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any], where: str = "train") -> TrainConfig:
+    def from_dict(cls, d: Mapping[str, Any], where: str = "train") -> TrainConfig:
         """Build from a recipe table; unknown keys are a :class:`ConfigError`."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ConfigError(f"{where}: unknown keys {sorted(unknown)}")
-        return cls(**d)
+        return from_table(cls, d, where)
 
 
 @dataclass
@@ -179,7 +185,8 @@ def fit(
         model: any module mapping ``(N, 1, 28, 28)`` to ``(N, classes)`` logits.
         train: training split; ``test``: evaluated after each epoch (may be ``None``).
         config: hyper-parameters.
-        progress: show a tqdm bar per epoch with the running loss and accuracy.
+        progress: a bar per epoch with the running loss and accuracy (log lines every
+            few seconds when stderr is not a terminal), and one line per finished epoch.
         desc: label of the progress bar (the phase: "train", "retrain round 2"...).
     """
     seed_everything(config.seed)
@@ -205,11 +212,10 @@ def fit(
         t0 = time.perf_counter()
         order = torch.randperm(n, generator=gen)
         seen, loss_sum, correct = 0, 0.0, 0
-        bar = tqdm(
+        bar = progress_bar(
             range(steps_per_epoch),
             desc=f"{desc} {epoch}/{config.epochs}",
-            disable=not progress,
-            leave=False,
+            enabled=progress,
             unit="batch",
         )
         for b in bar:
@@ -244,7 +250,7 @@ def fit(
         )
         result.history.append(stats)
         if progress:
-            tqdm.write(
+            log(
                 f"{desc} epoch {epoch}/{config.epochs}: loss {stats.train_loss:.4f} "
                 f"train acc {stats.train_accuracy:.4f} test error {100 * (1 - test_acc):.2f}% "
                 f"({stats.seconds:.1f}s)"

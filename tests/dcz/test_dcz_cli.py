@@ -13,9 +13,10 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from deep_compression.checkpoint import load_model, save_checkpoint
+from deep_compression.checkpoint import save_checkpoint
 from deep_compression.cli import main
 from deep_compression.data import get_spec
+from deep_compression.loading import load_model
 from deep_compression.models import build_model
 from deep_compression.quantize import QuantizedWeight
 
@@ -56,7 +57,7 @@ def test_encode_info_decode(checkpoint: Path, tmp_path: Path, capsys) -> None:
     assert main(["info", str(out), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["file_bytes"] == out.stat().st_size
-    assert summary["metadata"]["accuracy_from"] == "checkpoint"
+    assert summary["metadata"]["details"]["test_error_from"] == "checkpoint"
     assert [r["name"] for r in summary["layers"]] == ["fc1.weight", "fc2.weight", "fc3.weight"]
     stages = summary["stages"]
     assert stages["P"]["bytes"] > stages["P+Q"]["bytes"] > stages["P+Q+H"]["bytes"]
@@ -69,7 +70,7 @@ def test_encode_info_decode(checkpoint: Path, tmp_path: Path, capsys) -> None:
     assert main(["decode", str(out), "-o", str(plain)]) == 0
     model, meta = load_model(plain)
     original, _ = load_model(checkpoint)
-    assert meta["stage"] == "decoded"
+    assert meta.stage == "decoded" and meta.details["decoded_from"] == "m.dcz"
     for name in ("fc1", "fc2", "fc3"):
         assert np.array_equal(
             getattr(model, name).weight.detach().numpy(),
@@ -100,7 +101,7 @@ def test_bad_files_give_one_line(checkpoint: Path, tmp_path: Path, capsys) -> No
     for args, message in (
         (["info", str(bad)], "truncated"),
         (["decode", str(bad), "-o", str(tmp_path / "x.safetensors")], "truncated"),
-        (["encode", str(checkpoint), "-o", str(tmp_path / "x.zip")], ".dcz files"),
+        (["encode", str(checkpoint), "-o", str(tmp_path / "x.zip")], "expected a .dcz file"),
     ):
         assert main(args) == 1
         err = capsys.readouterr().err

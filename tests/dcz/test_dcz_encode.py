@@ -13,9 +13,9 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deep_compression.dcz import decode, open_dcz
-from deep_compression.encode import encode_model, load_dcz, model_tensors, plain_state_dict
+from deep_compression.encode import EncodeConfig, encode_model, model_tensors, plain_state_dict
 from deep_compression.errors import ConfigError, FormatError
-from deep_compression.evaluate import load_any
+from deep_compression.loading import load_any, load_dcz
 from deep_compression.models import build_model
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import QuantizedWeight
@@ -80,7 +80,7 @@ def test_decoded_weights_are_the_in_memory_weights(lenet5, tmp_path: Path) -> No
     q = lenet5.fc1.parametrizations.weight[0]
     want = (q.codebook[q.indices.long()] * q.mask).detach().numpy()
     assert np.array_equal(arrays["fc1.weight"], want)
-    assert meta["model"]["name"] == "lenet-5"
+    assert meta["model"]["name"] == "lenet-5"  # the raw metadata of dcz.decode
     assert report.file_bytes == path.stat().st_size
     assert report.original_bytes == 4 * 431_080
     assert report.rate == pytest.approx(report.original_bytes / report.file_bytes)
@@ -88,7 +88,7 @@ def test_decoded_weights_are_the_in_memory_weights(lenet5, tmp_path: Path) -> No
 
 def test_outputs_match_after_load(lenet5, tmp_path: Path) -> None:
     path = tmp_path / "m.dcz"
-    encode_model(lenet5, path, metadata=META, coder="ans")
+    encode_model(lenet5, path, EncodeConfig(coder="ans"), metadata=META)
     rebuilt, _ = load_dcz(path)  # built-in model from the metadata
     mine, _ = load_dcz(path, build_model("lenet-5"))  # into a user's plain model
     also, _ = load_any(path)
@@ -102,7 +102,7 @@ def test_outputs_match_after_load(lenet5, tmp_path: Path) -> None:
 
 def test_gap_bits_defaults_and_overrides(lenet5, tmp_path: Path) -> None:
     def gap_bits(**kw) -> dict[str, int]:
-        encode_model(lenet5, tmp_path / "g.dcz", metadata=META, **kw)
+        encode_model(lenet5, tmp_path / "g.dcz", EncodeConfig(**kw), metadata=META)
         return {t.name: t.gap_bits for t in open_dcz(tmp_path / "g.dcz").tensors if t.gap_bits}
 
     assert gap_bits() == {"conv2.weight": 8, "fc1.weight": 5, "fc2.weight": 5}
@@ -112,7 +112,7 @@ def test_gap_bits_defaults_and_overrides(lenet5, tmp_path: Path) -> None:
     }  # fmt: skip
     with pytest.raises(ConfigError, match="'fc9' matches no layer"):
         gap_bits(gap_bits={"fc9": 3})
-    with pytest.raises(ConfigError, match="expected an int or 'auto'"):
+    with pytest.raises(ConfigError, match="must be an integer in 1..16"):
         gap_bits(gap_bits={"fc1": "five"})
     default_size = encode_model(lenet5, tmp_path / "d.dcz", metadata=META).file_bytes
     auto = gap_bits(gap_bits="auto")
@@ -134,9 +134,13 @@ def test_load_errors(lenet5, tmp_path: Path) -> None:
         load_dcz(path, build_model("lenet-300-100"))
     with pytest.raises(ConfigError, match="plain model"):
         load_dcz(path, lenet5)
-    encode_model(lenet5, path, metadata={})
-    with pytest.raises(FormatError, match="model.name"):
+    with pytest.raises(FormatError, match="model must be an object with a 'name'"):
+        encode_model(lenet5, path, metadata={})
+    encode_model(lenet5, path)  # no metadata: the class is recorded, never imported
+    assert open_dcz(path).metadata["model"]["name"] == "deep_compression.models:LeNet5"
+    with pytest.raises(FormatError, match="not a built-in model; pass the model"):
         load_dcz(path)
+    load_dcz(path, build_model("lenet-5"))
 
 
 @pytest.mark.mnist

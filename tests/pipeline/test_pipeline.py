@@ -6,10 +6,15 @@ import json
 import tomllib
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from deep_compression.dcz import decode, open_dcz
+from deep_compression.dcz.summary import summarize
 from deep_compression.errors import ConfigError
-from deep_compression.pipeline import STAGE_FILES, Recipe, compress, copy_final, load_recipe
+from deep_compression.pipeline import STAGE_FILES, compress, copy_final
+from deep_compression.recipe import Recipe, load_recipe
+from deep_compression.records import RunReport
 
 TINY = """
 model = "lenet-300-100"
@@ -44,31 +49,44 @@ def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
     report = compress(tiny(), tmp_path, progress=False, log=lines.append)
     for name in ("dense", "pruned", "quantized"):
         assert (tmp_path / f"{name}.safetensors").is_file()
-    stages = {s["stage"]: s for s in report["stages"]}
+    stages = {s.stage: s for s in report.stages}
     sizes = [(tmp_path / STAGE_FILES[s]).stat().st_size for s in ("P", "P+Q", "P+Q+H")]
     # The table reports the real file sizes, and each stage shrinks the file.
-    assert [stages[s]["bytes"] for s in ("P", "P+Q", "P+Q+H")] == sizes
+    assert [stages[s].bytes for s in ("P", "P+Q", "P+Q+H")] == sizes
     assert sizes[0] > sizes[1] > sizes[2]
-    original = stages["dense (float32)"]["bytes"]
+    original = stages["dense (float32)"].bytes
     assert original == 4 * 266_610
-    assert stages["P+Q+H"]["rate"] == pytest.approx(original / sizes[2])
-    # Quantization is lossless from P+Q to P+Q+H: same decoded accuracy.
-    assert stages["P+Q"]["test_error"] == stages["P+Q+H"]["test_error"] < 0.2
-    layers = {row["name"]: row for row in report["layers"]}
+    assert stages["P+Q+H"].rate == pytest.approx(original / sizes[2])
+    # The stage files are info's stages, byte for byte: one definition.
+    summary = summarize(open_dcz(tmp_path / "model.dcz"))
+    assert {s: v["bytes"] for s, v in summary["stages"].items()} == {
+        s: stages[s].bytes for s in ("P", "P+Q", "P+Q+H")
+    }
+    # Every stage file decodes to the same model (storage differs, not the weights).
+    arrays = [decode(tmp_path / STAGE_FILES[s])[0] for s in ("P", "P+Q", "P+Q+H")]
+    for name in arrays[2]:
+        assert np.array_equal(arrays[0][name], arrays[2][name])
+        assert np.array_equal(arrays[1][name], arrays[2][name])
+    errors = {p.phase: p.test_error for p in report.phases}
+    assert errors["decoded"] == errors["quantized"] < 0.2
+    layers = {row["name"]: row for row in report.layers}
     assert layers["fc3.weight"]["kept_pct"] == pytest.approx(20.0)
     assert layers["fc1.weight"]["kept_pct"] == pytest.approx(10.0)
-    assert json.loads((tmp_path / "report.json").read_text())["stages"] == report["stages"]
+    saved = RunReport.from_dict(json.loads((tmp_path / "report.json").read_text()))
+    assert saved == RunReport.from_dict(report.to_dict())
     assert "| fc1.weight |" in (tmp_path / "report.md").read_text()
 
     # A second run resumes every phase; changing only [encode] re-encodes only.
     lines.clear()
     compress(tiny(), tmp_path, progress=False, log=lines.append)
-    assert all("resumed" in line for line in lines), lines
+    assert all("reused" in line for line in lines), lines
     ans = Recipe.from_dict({**tomllib.loads(TINY), "encode": {"coder": "ans"}})
+    with pytest.raises(ConfigError, match="holds a run of another recipe.*--force"):
+        compress(ans, tmp_path, progress=False, log=lines.append)  # nothing replaced
     lines.clear()
-    compress(ans, tmp_path, progress=False, log=lines.append)
-    assert sum("resumed" in line for line in lines) == 3
-    assert any(line.startswith("[encode] P+Q+H") for line in lines)
+    compress(ans, tmp_path, progress=False, log=lines.append, force=True)
+    assert sum("reused" in line for line in lines) == 3
+    assert any(line.startswith("[encode] model.dcz") for line in lines), lines
 
     # -o: the final file, with its report next to it.
     out = copy_final(tmp_path, tmp_path / "ship" / "tiny.dcz")
@@ -87,7 +105,7 @@ def test_pruning_resumes_after_its_last_finished_round(mnist, tmp_path: Path) ->
     """Killed after pruning round 1 of 2, a run resumes at round 2 and ends with the same
     file, byte for byte, as a run that was never interrupted."""
     whole = compress(tiny(), tmp_path / "whole", progress=False, log=lambda _: None)
-    assert whole["stages"]
+    assert whole.stages
 
     def log(line: str) -> None:
         if line.startswith("[prune] round 1/2"):
@@ -100,7 +118,7 @@ def test_pruning_resumes_after_its_last_finished_round(mnist, tmp_path: Path) ->
     assert (tmp_path / "cut" / "pruned-partial.safetensors").is_file()
     lines.clear()
     compress(tiny(), tmp_path / "cut", progress=False, log=lines.append)
-    assert any("resumed after round 1/2" in line for line in lines), lines
+    assert any("resuming after round 1/2" in line for line in lines), lines
     assert not any(line.startswith("[prune] round 1/2") for line in lines)
     assert not (tmp_path / "cut" / "pruned-partial.safetensors").exists()
     for name in STAGE_FILES.values():

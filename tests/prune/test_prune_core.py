@@ -1,7 +1,8 @@
-"""prune_, strip_pruning, sparsity_report: masks that stay, criteria checked by hand."""
+"""prune_, strip_pruning_, sparsity_report: masks that stay, criteria checked by hand."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from deep_compression.checkpoint import load_model, save_checkpoint
+from deep_compression.checkpoint import save_checkpoint
 from deep_compression.errors import ConfigError
+from deep_compression.loading import load_model
 from deep_compression.models import build_model
 from deep_compression.prune import (
     ActivationAware,
@@ -23,7 +25,7 @@ from deep_compression.prune import (
     get_mask,
     prune_,
     sparsity_report,
-    strip_pruning,
+    strip_pruning_,
 )
 from deep_compression.prune.core import dropout_inputs
 from deep_compression.prune.schedule import DropoutScaler
@@ -237,7 +239,7 @@ def test_biases_are_not_pruned() -> None:
 def test_strip_keeps_the_zeros_and_the_function(tmp_path: Path) -> None:
     model = _lenet()
     prune_(model, {"*": KeepFraction(0.2), "fc3": StdThreshold(0.5)})
-    plain = strip_pruning(model)
+    plain = strip_pruning_(copy.deepcopy(model))
     assert get_mask(model.fc1) is not None  # the input model is untouched
     x = torch.randn(16, 1, 28, 28)
     model.eval()

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch.nn.utils import parametrize
 
-from deep_compression.checkpoint import load_checkpoint, load_model, save_checkpoint
+from deep_compression.checkpoint import load_checkpoint, save_checkpoint
+from deep_compression.loading import load_model
 from deep_compression.models import build_model
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import quantized_weight
@@ -49,19 +50,21 @@ def test_quantize_command(mnist, tmp_path: Path, run_cli) -> None:
     assert "| layer | weights | non-zero | bits | codebook | distinct |" in text
     assert "| fc1   | 235,200 |" in text and "after 1 fine-tuning epochs" in text
     model, meta = load_model(out)
-    assert meta["stage"] == "quantized" and meta["source"]["stage"] == "pruned"
-    assert meta["quantize"]["bits"] == {"*": 3, "fc3": 2} and meta["quantize"]["init"] == "density"
-    assert meta["quantize_layers"]["fc3"]["bits"] == 2
-    assert meta["train_config"]["epochs"] == 1
+    q_details = meta.details["quantize"]
+    assert meta.stage == "quantized" and meta.tool_version != "unknown"
+    assert q_details["config"]["bits"] == {"*": 3, "fc3": 2}
+    assert q_details["config"]["init"] == "density"
+    assert q_details["layers"]["fc3"]["index_bits"] == 2
+    assert q_details["config"]["finetune"]["epochs"] == 1
     for name, bits in (("fc1", 3), ("fc2", 3), ("fc3", 2)):
         q = quantized_weight(model.get_submodule(name))
         assert q.codebook.numel() == 2**bits
         w = model.get_submodule(name).weight
         if name in masks:
             assert torch.equal(w == 0, ~masks[name])
-        assert meta["quantize_layers"][name]["distinct"] == torch.unique(w[q.mask]).numel()
+        assert q_details["layers"][name]["distinct"] == torch.unique(w[q.mask]).numel()
     # The test error printed is the one stored.
-    assert f"{100 * meta['test_error']:.2f}% after 1 fine-tuning epochs" in text
+    assert f"{100 * meta.test_error:.2f}% after 1 fine-tuning epochs" in text
 
 
 @pytest.mark.mnist
@@ -85,8 +88,9 @@ def test_quantize_recipe_and_options(mnist, tmp_path: Path, run_cli) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     _, meta = load_checkpoint(out)
-    assert meta["quantize"]["bits"] == {"*": 4} and meta["quantize"]["init"] == "linear"
-    assert meta["test_error"] == meta["quantize_test_error_clustered"]
+    q_details = meta.details["quantize"]
+    assert q_details["config"]["bits"] == {"*": 4} and q_details["config"]["init"] == "linear"
+    assert meta.test_error == q_details["test_error_clustered"]
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""quantize_, the centroid gradient, strip_quantization and the report."""
+"""quantize_, the centroid gradient, strip_quantization_ and the report."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deep_compression.checkpoint import load_model, save_checkpoint
+from deep_compression.checkpoint import save_checkpoint
 from deep_compression.data import Split
 from deep_compression.errors import ConfigError
+from deep_compression.loading import load_model
 from deep_compression.models import build_model
 from deep_compression.prune import PruningMask, get_mask
 from deep_compression.quantize import (
@@ -23,7 +24,7 @@ from deep_compression.quantize import (
     quantization_report,
     quantize_,
     quantized_weight,
-    strip_quantization,
+    strip_quantization_,
 )
 from deep_compression.train import TrainConfig, evaluate, fit
 
@@ -126,7 +127,7 @@ def test_centroid_gradient_is_scatter_sum_of_weight_gradients(pruned_lenet5) -> 
     equivalent plain layer, summed per cluster over kept positions."""
     model, _ = pruned_lenet5
     quantize_(model, QuantizeConfig(bits={"*": 4}))
-    plain = strip_quantization(copy.deepcopy(model))
+    plain = strip_quantization_(copy.deepcopy(model))
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     nn.functional.cross_entropy(model(x), y).backward()
     nn.functional.cross_entropy(plain(x), y).backward()
@@ -206,12 +207,12 @@ def test_strip_quantization(pruned_lenet5) -> None:
     model.eval()
     x = torch.randn(3, 1, 28, 28)
     out = model(x)
-    plain = strip_quantization(copy.deepcopy(model))
+    plain = strip_quantization_(copy.deepcopy(model))
     assert not any("parametrizations" in k for k in plain.state_dict())
     assert type(plain.fc1) is nn.Linear and plain.fc1.weight.requires_grad
     assert torch.equal(plain(x), out)
     assert quantization_report(plain).layers == ()
-    kept = strip_quantization(copy.deepcopy(model), keep_mask=True)
+    kept = strip_quantization_(copy.deepcopy(model), keep_mask=True)
     assert torch.equal(get_mask(kept.fc1), masks["fc1"])
     assert isinstance(kept.fc1.parametrizations.weight[0], PruningMask)
     # The source model (whose parametrized class the copies shared) still works.

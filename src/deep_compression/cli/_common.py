@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
     "OneLineParser",
+    "HelpFormatter",
+    "add_out_arg",
+    "add_force_arg",
+    "check_out",
     "positive_int",
     "nonnegative_int",
     "positive_float",
@@ -20,11 +23,62 @@ __all__ = [
 ]
 
 
+class HelpFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless it has none worth showing
+    (``None``, ``False``) or the help text already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        default = action.default
+        if (
+            default is None
+            or default is False
+            or default is argparse.SUPPRESS
+            or "default" in text
+            or not action.option_strings
+        ):
+            return text
+        if isinstance(default, list | tuple):
+            default = " ".join(str(v) for v in default)
+        return f"{text} (default: {str(default).replace('%', '%%')})"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line: ``prog: error: message``."""
+    """An ``ArgumentParser`` whose errors are one line: ``prog: error: message``, and
+    whose help shows every default."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_out_arg(parser: argparse.ArgumentParser, what: str, *, required: bool = True) -> None:
+    """``-o/--out FILE`` (the file the command writes) and ``--force``."""
+    parser.add_argument(
+        "-o", "--out", type=Path, required=required, metavar="FILE", help=f"{what} to write"
+    )
+    add_force_arg(parser)
+
+
+def add_force_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--force", action="store_true", help="replace output files that already exist"
+    )
+
+
+def check_out(args: argparse.Namespace, suffix: str | None, attr: str = "out") -> Path | None:
+    """Check ``args.<attr>`` as an output file before any work starts (see
+    :func:`deep_compression.fileio.check_output`); None when it was not given."""
+    from deep_compression.fileio import check_output
+
+    path = getattr(args, attr)
+    if path is None:
+        return None
+    flag = "--" + attr.replace("_", "-")
+    return check_output(path, force=args.force, suffix=suffix, what=flag)
 
 
 def _number(kind: type, minimum: float, inclusive: bool, what: str):
@@ -62,14 +116,14 @@ def add_data_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data-dir",
         metavar="DIR",
-        help="directory holding the dataset (else $DEEP_COMPRESSION_DATA, the user cache, "
-        "or a download)",
+        help="directory holding the dataset; an error if it does not (default: "
+        "$DEEP_COMPRESSION_DATA, then the user cache, then a download)",
     )
     parser.add_argument(
         "--threads",
         type=positive_int,
         default=None,
-        help="torch CPU threads (default: torch's choice)",
+        help="torch CPU threads (default: torch's choice; 1 is fastest on a busy machine)",
     )
 
 
@@ -81,5 +135,6 @@ def setup_threads(threads: int | None) -> None:
 
 
 def progress_enabled() -> bool:
-    """Progress bars go to stderr; show them unless it is redirected to a file."""
-    return sys.stderr.isatty() or bool(os.environ.get("DEEP_COMPRESSION_PROGRESS"))
+    """Progress goes to stderr: bars on a terminal, a line every few seconds elsewhere
+    (see :mod:`deep_compression.progress`); ``DEEP_COMPRESSION_PROGRESS=0`` turns it off."""
+    return os.environ.get("DEEP_COMPRESSION_PROGRESS", "1") != "0"

@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from deep_compression.cli._common import (
     add_data_args,
+    add_force_arg,
+    add_out_arg,
+    check_out,
     existing_file,
     nonnegative_float,
+    nonnegative_int,
     positive_int,
     progress_enabled,
     setup_threads,
 )
 from deep_compression.errors import ConfigError
+from deep_compression.fileio import check_output
+from deep_compression.layer_config import check_patterns
+from deep_compression.records import CheckpointMeta
 
 
 def _thresholds(text: str) -> list[float]:
@@ -45,14 +53,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "recipe (rounds of pruning, each followed by retraining), and save the pruned "
         "checkpoint. Pruned weights are masked: exactly zero, never updated, never regrown.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", type=existing_file, help="trained checkpoint"
+    )
     p.add_argument(
         "--recipe",
         required=True,
         type=existing_file,
         help="TOML file with a [prune] table (other tables are ignored)",
     )
-    p.add_argument("--out", required=True, type=Path, help="pruned checkpoint (.safetensors)")
+    add_out_arg(p, "pruned checkpoint (.safetensors)")
     add_data_args(p)
     p.set_defaults(func=run_prune)
 
@@ -62,10 +72,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Sensitivity analysis: prune each layer alone at rising thresholds "
         "s x std(layer weights), without retraining; record test accuracy; write "
         "sensitivity.csv and sensitivity.png to --out and print per-layer thresholds that "
-        "lose at most --budget accuracy.",
+        "lose at most --budget points of accuracy.",
     )
-    s.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
-    s.add_argument("--out", required=True, type=Path, help="directory for the CSV and PNG")
+    s.add_argument(
+        "checkpoint", metavar="CHECKPOINT", type=existing_file, help="trained checkpoint"
+    )
+    s.add_argument(
+        "--out-dir",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="directory for sensitivity.csv and sensitivity.png",
+    )
+    add_force_arg(s)
     s.add_argument(
         "--thresholds",
         type=_thresholds,
@@ -100,7 +119,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "Exact dynamic programming for small inputs; a clearly labelled greedy fallback "
         "for large ones.",
     )
-    n.add_argument("csv", metavar="WEIGHTS_CSV", type=existing_file)
+    n.add_argument(
+        "csv",
+        metavar="WEIGHTS_CSV",
+        type=existing_file,
+        help="rows of weight,input (a header row is allowed)",
+    )
     tol = n.add_mutually_exclusive_group()
     tol.add_argument(
         "--tolerance",
@@ -121,108 +145,85 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default="auto",
         help="auto: exact when the problem is small enough, else greedy (default)",
     )
+    n.add_argument(
+        "--limit",
+        type=nonnegative_int,
+        default=40,
+        metavar="N",
+        help="show at most N rows of the per-input table, the largest contributions first "
+        "(0: no table)",
+    )
     n.set_defaults(func=run_neuron)
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from deep_compression.checkpoint import load_model, save_checkpoint
+    from deep_compression.checkpoint import save_checkpoint
     from deep_compression.data import load_dataset
-    from deep_compression.prune.core import sparsity_report
-    from deep_compression.prune.schedule import RoundResult, load_schedule, run_schedule
-    from deep_compression.report import format_table
-    from deep_compression.train import evaluate
+    from deep_compression.loading import load_model
+    from deep_compression.phases import prune_phase, test_error, with_stage
+    from deep_compression.prune import load_schedule, prunable_layers, sparsity_report
+    from deep_compression.table import format_table
 
     setup_threads(args.threads)
-    if args.out.suffix != ".safetensors":
-        raise ConfigError(f"--out {args.out}: checkpoints are .safetensors files")
+    check_out(args, ".safetensors")
     schedule = load_schedule(args.recipe)
     model, meta = load_model(args.checkpoint)
-    dataset = meta.get("dataset", "mnist")
-    train, test = load_dataset(dataset, args.data_dir)
-    _, acc0 = evaluate(model, test)
+    for i, r in enumerate(schedule.rounds, start=1):  # layer names, before any work
+        check_patterns(r.criteria, prunable_layers(model), f"prune.rounds[{i}].criteria")
+    train, test = load_dataset(_dataset(meta, args.checkpoint), args.data_dir)
+    error0 = test_error(model, test)
     before = sparsity_report(model)
     print(
-        f"pruning {args.checkpoint} ({meta['model']['name']}, test error {100 * (1 - acc0):.2f}%, "
+        f"pruning {args.checkpoint} ({meta.model.name}, test error {100 * error0:.2f}%, "
         f"{100 * before.kept_fraction:.2f}% of {before.weights:,} weights kept) with "
         f"{args.recipe}: {len(schedule.rounds)} rounds, {schedule.total_epochs} retraining epochs"
     )
-
-    def on_round(r: RoundResult) -> None:
-        layers = ", ".join(f"{k} {100 * v:.1f}%" for k, v in r.report.kept_fractions().items())
-        print(
-            f"round {r.round}/{len(schedule.rounds)}: kept {100 * r.report.kept_fraction:.2f}% "
-            f"({layers}); test error {100 * (1 - r.accuracy_pruned):.2f}% pruned -> "
-            f"{100 * (1 - r.accuracy_retrained):.2f}% after {r.epochs} epochs ({r.seconds:.0f}s)",
-            flush=True,
-        )
-
-    t0 = time.perf_counter()
-    results = run_schedule(
-        model, schedule, train, test, progress=progress_enabled(), on_round=on_round
-    )
-    seconds = time.perf_counter() - t0
-    report = sparsity_report(model)
-    _, acc = evaluate(model, test)
-    kwargs = dict(meta["model"].get("kwargs", {}))
-    rates = results[-1].dropout if results else {}
-    if rates:
-        # The checkpoint rebuilds the model from one model-wide ``dropout`` argument; the
-        # per-module rates are recorded exactly beside it, and the largest is kept as the
-        # model-wide value (no module is regularised less than its scaled rate).
-        kwargs["dropout"] = max(rates.values())
-    new_meta = {
-        **meta,
-        "stage": "pruned",
-        "model": {**meta["model"], "kwargs": kwargs},
-        "test_accuracy": acc,
-        "test_error": 1 - acc,
-        "source": {
-            "checkpoint": str(args.checkpoint),
-            "stage": meta.get("stage"),
-            "test_error": 1 - acc0,
-        },
-        "prune_schedule": schedule.to_dict(),
-        "prune_rounds": [r.to_dict() for r in results],
-        "kept_fraction": report.kept_fraction,
-        "layers_kept": report.to_dict(),
-        "dropout_rates": rates,
-        "prune_seconds": round(seconds, 1),
-        "train_config": schedule.retrain_config(len(schedule.rounds) - 1).to_dict(),
-    }
-    save_checkpoint(args.out, model, new_meta)
+    outcome = prune_phase(model, schedule, train, test, progress=progress_enabled(), log=print)
+    new_meta = with_stage(meta, "pruned", outcome.test_error, prune=outcome.details())
+    save_checkpoint(args.out, model, replace(new_meta, model=outcome.model_spec(meta.model)))
+    report = outcome.sparsity
     print(format_table(["layer", "weights", "kept", "kept %"], report.table_rows()))
     print(
-        f"test error {100 * (1 - acc0):.2f}% -> {100 * (1 - acc):.2f}% with "
+        f"test error {100 * error0:.2f}% -> {100 * outcome.test_error:.2f}% with "
         f"{100 * report.kept_fraction:.2f}% of weights kept "
-        f"({report.weights / max(1, report.kept):.1f}x fewer); {seconds:.0f}s; saved {args.out}"
+        f"({report.weights / max(1, report.kept):.1f}x fewer); {outcome.seconds:.0f}s; "
+        f"saved {args.out}"
     )
     return 0
 
 
+def _dataset(meta: CheckpointMeta, where: Path) -> str:
+    if meta.dataset is None:
+        raise ConfigError(f"{where} does not say which dataset it was trained on")
+    return meta.dataset
+
+
 def run_sensitivity(args: argparse.Namespace) -> int:
-    from deep_compression.checkpoint import load_model
     from deep_compression.data import Split, load_dataset
+    from deep_compression.loading import load_model
     from deep_compression.prune.sensitivity import (
         sensitivity_analysis,
         suggest_thresholds,
         write_csv,
     )
-    from deep_compression.report import format_table
     from deep_compression.report.sensitivity_plot import plot_sensitivity
+    from deep_compression.table import format_table
 
     setup_threads(args.threads)
+    for name in ("sensitivity.csv", "sensitivity.png"):
+        check_output(args.out_dir / name, force=args.force, what="--out-dir")
     model, meta = load_model(args.checkpoint)
-    _, test = load_dataset(meta.get("dataset", "mnist"), args.data_dir)
+    _, test = load_dataset(_dataset(meta, args.checkpoint), args.data_dir)
     if args.limit is not None:
         test = Split(test.x[: args.limit], test.y[: args.limit])
     t0 = time.perf_counter()
     result = sensitivity_analysis(
         model, test, args.thresholds, layers=args.layers, progress=progress_enabled()
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    csv_path = write_csv(result, args.out / "sensitivity.csv")
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    csv_path = write_csv(result, args.out_dir / "sensitivity.csv")
     png_path = plot_sensitivity(
-        result, args.out / "sensitivity.png", title=f"{meta['model']['name']}: {args.checkpoint}"
+        result, args.out_dir / "sensitivity.png", title=f"{meta.model.name}: {args.checkpoint}"
     )
     suggestions = suggest_thresholds(result, args.budget / 100)
     print(
@@ -249,7 +250,7 @@ def run_sensitivity(args: argparse.Namespace) -> int:
 
 
 def run_neuron(args: argparse.Namespace) -> int:
-    from deep_compression.prune.neuron import read_neuron_csv, reduce_neuron
+    from deep_compression.neuron import read_neuron_csv, reduce_neuron
 
     weights, inputs = read_neuron_csv(args.csv)
     full = float((weights * inputs).sum()) + args.bias
@@ -259,5 +260,5 @@ def run_neuron(args: argparse.Namespace) -> int:
         relative = 0.01 if args.relative is None else args.relative
         tolerance = relative * abs(full)
     r = reduce_neuron(weights, inputs, tolerance, bias=args.bias, method=args.method)
-    print(r.describe())
+    print(r.describe(limit=args.limit))
     return 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import re
-import time
-from pathlib import Path
 
 from deep_compression.cli._common import (
     add_data_args,
+    add_out_arg,
+    check_out,
     existing_file,
     nonnegative_int,
     positive_float,
@@ -32,7 +32,7 @@ def _bits(text: str) -> tuple[str, int]:
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from deep_compression.kmeans import INITS
+    from deep_compression.quantize.kmeans import INITS
 
     p = sub.add_parser(
         "quantize",
@@ -45,7 +45,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "[quantize] table of --recipe, then the options below; without either, bits are "
         "'*=5' and 'conv*=8'.",
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", type=existing_file)
+    p.add_argument(
+        "checkpoint", metavar="CHECKPOINT", type=existing_file, help="trained or pruned checkpoint"
+    )
     p.add_argument(
         "--recipe",
         type=existing_file,
@@ -102,7 +104,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="after fine-tuning, round codebooks and biases to float16 values (stored in 2 "
         "bytes each by the .dcz writer, losslessly)",
     )
-    p.add_argument("--out", required=True, type=Path, help="quantized checkpoint (.safetensors)")
+    add_out_arg(p, "quantized checkpoint (.safetensors)")
     add_data_args(p)
     p.set_defaults(func=run_quantize)
 
@@ -140,79 +142,36 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run_quantize(args: argparse.Namespace) -> int:
-    from deep_compression.checkpoint import load_model, save_checkpoint
+    from deep_compression.checkpoint import save_checkpoint
     from deep_compression.data import load_dataset
-    from deep_compression.quantize import (
-        layer_bits,
-        quantization_report,
-        quantize_,
-        round_float16_,
-    )
-    from deep_compression.report import format_table
-    from deep_compression.train import evaluate, fit
+    from deep_compression.loading import load_model
+    from deep_compression.phases import quantize_phase, test_error, with_stage
+    from deep_compression.quantize import layer_bits
+    from deep_compression.table import format_table
 
     setup_threads(args.threads)
-    if args.out.suffix != ".safetensors":
-        raise ConfigError(f"--out {args.out}: checkpoints are .safetensors files")
+    check_out(args, ".safetensors")
     config = config_from_args(args)
     model, meta = load_model(args.checkpoint)
     bits = layer_bits(model, config)  # reject a bad bits table before any work
-    dataset = meta.get("dataset", "mnist")
-    train, test = load_dataset(dataset, args.data_dir)
-    acc0 = evaluate(model, test)[1]
+    if meta.dataset is None:
+        raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on")
+    train, test = load_dataset(meta.dataset, args.data_dir)
+    error0 = test_error(model, test)
     print(
-        f"quantizing {args.checkpoint} ({meta['model']['name']}, {meta.get('stage', '?')}, "
-        f"test error {100 * (1 - acc0):.2f}%): bits "
+        f"quantizing {args.checkpoint} ({meta.model.name}, {meta.stage}, "
+        f"test error {100 * error0:.2f}%): bits "
         + ", ".join(f"{k}={v}" for k, v in config.bits.items())
         + f", {config.init} init, {config.finetune.epochs} fine-tuning epochs",
         flush=True,
     )
-    t0 = time.perf_counter()
-    clustered = quantize_(model, config, progress=progress_enabled())
-    cluster_seconds = time.perf_counter() - t0
-    acc1 = evaluate(model, test)[1]
-    print(
-        f"k-means ({cluster_seconds:.1f}s): test error {100 * (1 - acc0):.2f}% -> "
-        f"{100 * (1 - acc1):.2f}%",
-        flush=True,
+    outcome = quantize_phase(model, config, train, test, progress=progress_enabled(), log=print)
+    save_checkpoint(
+        args.out,
+        model,
+        with_stage(meta, "quantized", outcome.test_error, quantize=outcome.details()),
     )
-    t1 = time.perf_counter()
-    acc2 = acc1
-    if config.finetune.epochs:
-        result = fit(
-            model, train, test, config.finetune, progress=progress_enabled(), desc="fine-tune"
-        )
-        acc2 = result.test_accuracy
-    if config.float16:
-        changed = round_float16_(model)
-        acc2 = evaluate(model, test)[1]
-        print(
-            f"rounded {changed} codebook and bias values to float16: test error "
-            f"{100 * (1 - acc2):.2f}%"
-        )
-    finetune_seconds = time.perf_counter() - t1
-    # Fine-tuning moved the centroids (never the assignments), so the report is re-measured.
-    report = quantization_report(model)
-    new_meta = {
-        **meta,
-        "stage": "quantized",
-        "test_accuracy": acc2,
-        "test_error": 1 - acc2,
-        "source": {
-            "checkpoint": str(args.checkpoint),
-            "stage": meta.get("stage"),
-            "test_error": 1 - acc0,
-        },
-        "quantize": config.to_dict(),
-        "quantize_layers": {
-            name: {**row, "bits": bits[name]} for name, row in report.to_dict().items()
-        },
-        "quantize_test_error_clustered": 1 - acc1,
-        "quantize_seconds": round(cluster_seconds + finetune_seconds, 1),
-        "train_config": config.finetune.to_dict(),
-    }
-    new_meta.pop("tool_version", None)
-    save_checkpoint(args.out, model, new_meta)
+    clustered = outcome.clustered
     rows = [
         [
             q.name,
@@ -225,7 +184,7 @@ def run_quantize(args: argparse.Namespace) -> int:
             f"{100 * clustered[q.name].relative_error:.2f}%",
             f"{100 * q.relative_error:.2f}%",
         ]
-        for q in report.layers
+        for q in outcome.report.layers
     ]
     headers = ["layer", "weights", "non-zero", "bits", "codebook", "distinct"]
     headers += ["MSE", "rel. error", "rel. change tuned"]
@@ -236,8 +195,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         "weights now)"
     )
     print(
-        f"test error {100 * (1 - acc0):.2f}% before, {100 * (1 - acc1):.2f}% after k-means, "
-        f"{100 * (1 - acc2):.2f}% after {config.finetune.epochs} fine-tuning epochs "
-        f"({cluster_seconds + finetune_seconds:.0f}s); saved {args.out}"
+        f"test error {100 * error0:.2f}% before, {100 * outcome.test_error_clustered:.2f}% "
+        f"after k-means, {100 * outcome.test_error:.2f}% after {config.finetune.epochs} "
+        f"fine-tuning epochs ({outcome.seconds:.0f}s); saved {args.out}"
     )
     return 0

@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from deep_compression.errors import FormatError
+from deep_compression.errors import ConfigError, FormatError
 
 __all__ = [
     "MIN_GAP_BITS",
     "MAX_GAP_BITS",
+    "check_gap_bits",
     "filler_symbol",
     "encode_gaps",
     "decode_gaps",
@@ -42,11 +43,19 @@ MIN_GAP_BITS = 1
 MAX_GAP_BITS = 16
 
 
+def check_gap_bits(gap_bits: object, where: str = "gap_bits") -> int:
+    """``gap_bits`` if it is an integer field width the format allows, else ConfigError."""
+    ok = isinstance(gap_bits, int) and not isinstance(gap_bits, bool)
+    if not ok or not MIN_GAP_BITS <= gap_bits <= MAX_GAP_BITS:  # type: ignore[operator]
+        raise ConfigError(
+            f"{where} must be an integer in {MIN_GAP_BITS}..{MAX_GAP_BITS}, got {gap_bits!r}"
+        )
+    return gap_bits  # type: ignore[return-value]
+
+
 def filler_symbol(gap_bits: int) -> int:
     """The filler (escape) symbol ``2**gap_bits - 1``, also the distance a filler advances."""
-    if not MIN_GAP_BITS <= gap_bits <= MAX_GAP_BITS:
-        raise ValueError(f"gap_bits must be in [{MIN_GAP_BITS}, {MAX_GAP_BITS}], got {gap_bits}")
-    return (1 << gap_bits) - 1
+    return (1 << check_gap_bits(gap_bits)) - 1
 
 
 def encode_gaps(positions: np.ndarray, gap_bits: int) -> np.ndarray:

@@ -145,6 +145,18 @@ class DczFile:
         self.where = where
         self._symbols: dict[tuple[str, str], np.ndarray] | None = None
 
+    @property
+    def original_bytes(self) -> int:
+        """The model's size before compression: every floating-point tensor as float32
+        (4 bytes a value, whatever dtype it was stored in); integer tensors such as
+        BatchNorm's ``num_batches_tracked`` are not weights and count 0. Rates divide
+        this by the file size."""
+        return 4 * sum(t.numel for t in self.tensors if t.dtype.startswith("float"))
+
+    def to_bytes(self) -> bytes:
+        """The file's bytes, as read."""
+        return bytes(self._blob)
+
     def segment(self, t: TensorEntry, role: str) -> memoryview:
         seg = t.segments[role]
         start = self._data_start + seg.offset

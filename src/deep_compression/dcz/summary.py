@@ -1,14 +1,9 @@
 """What ``deep-compression info`` prints: the paper's per-layer table, measured on files.
 
-Every size here is the length of a real byte string. The P, P+Q and P+Q+H figures come
-from re-encoding the model stored in a file (its decoded symbols, bit-identical) as a
-complete ``.dcz`` file three ways:
-
-* **P**: pruning only: every pruned tensor ``sparse`` (gaps + float32 values), fixed-width
-  gaps;
-* **P+Q**: the ``fixed`` coder: gaps in ``gap_bits`` bits, cluster indices in
-  ``ceil(log2 k)`` bits;
-* **P+Q+H**: the ``huffman`` coder on both streams.
+Every size here is the length of a real byte string. The P, P+Q and P+Q+H figures are
+the three stage files of :mod:`deep_compression.dcz.stages` (the one definition the
+``compress`` report uses too): P and P+Q re-encode the file's tensors bit-identically
+without entropy coding, P+Q+H is the file itself.
 
 Per-layer bit columns are payload bits per kept weight (fillers included, code tables
 excluded); per-layer size % is everything the layer's weight costs (codebook, tables,
@@ -23,15 +18,10 @@ from typing import Any
 from deep_compression.coding.bits import fixed_width
 from deep_compression.dcz.format import PREAMBLE_BYTES, TRAILER_BYTES
 from deep_compression.dcz.reader import DczFile, TensorStats, open_dcz
-from deep_compression.dcz.writer import QuantizedTensor, SparseTensor, to_bytes
-from deep_compression.report.table import format_table
+from deep_compression.dcz.stages import stage_blobs
+from deep_compression.table import format_table
 
 __all__ = ["summarize", "format_summary"]
-
-
-def _variant(records: list, meta: dict[str, Any], chunk: int, coder: str, compress: bool):
-    blob = to_bytes(records, meta, coder=coder, chunk=chunk, compress_header=compress)
-    return open_dcz(blob)
 
 
 def _layer_bytes(t: TensorStats) -> int:
@@ -40,23 +30,10 @@ def _layer_bytes(t: TensorStats) -> int:
 
 def summarize(f: DczFile) -> dict[str, Any]:
     """A JSON-able summary of ``f``: stages, per-layer table, byte breakdown, streams."""
-    records = f.records()
-    compress = f.header_bytes != f.header_json_bytes
-    meta = {k: v for k, v in f.metadata.items() if k != "tool_version"}
-    p_records = [
-        SparseTensor(r.name, r.shape, r.positions, r.codebook[r.indices], r.gap_bits)
-        if isinstance(r, QuantizedTensor)
-        else r
-        for r in records
-    ]
     own = f.stats()
-    stages = {
-        "P": _variant(p_records, meta, f.chunk, "fixed", compress),
-        "P+Q": _variant(records, meta, f.chunk, "fixed", compress),
-        "P+Q+H": _variant(records, meta, f.chunk, "huffman", compress),
-    }
+    stages = {name: open_dcz(blob) for name, blob in stage_blobs(f).items()}
     pq, pqh = stages["P+Q"].stats(), stages["P+Q+H"].stats()
-    original = 4 * sum(t.numel for t in f.tensors)
+    original = f.original_bytes
 
     layers = []
     for a, b in zip(pq, pqh):
@@ -150,12 +127,16 @@ def format_summary(s: dict[str, Any], title: str = "") -> str:
     out = []
     if title:
         out.append(title)
+    # The metadata is untrusted and free-form here (any writer's file): read defensively.
     meta = s["metadata"]
-    model = meta.get("model", {})
-    acc = meta.get("test_accuracy")
+    model = meta.get("model")
+    name = model.get("name", "?") if isinstance(model, dict) else "?"
+    error = meta.get("test_error")
+    if not isinstance(error, float) and isinstance(meta.get("test_accuracy"), float):
+        error = 1 - meta["test_accuracy"]  # files written before the typed metadata
     out.append(
-        f"model {model.get('name', '?')} on {meta.get('dataset', '?')}"
-        + (f", test error {100 * (1 - acc):.2f}% at encode time" if isinstance(acc, float) else "")
+        f"model {name} on {meta.get('dataset') or '?'}"
+        + (f", test error {100 * error:.2f}% at encode time" if isinstance(error, float) else "")
         + f"; coder(s) {', '.join(s['coders']) or '-'}"
     )
     rows = []
@@ -219,11 +200,10 @@ def format_summary(s: dict[str, Any], title: str = "") -> str:
     )
     out.append("")
     stage_rows = [[name, v["bytes"], f"{v['rate']:.1f}x"] for name, v in st.items()]
-    stage_rows.append(["this file", s["file_bytes"], f"{s['rate']:.1f}x"])
     out.append(format_table(["stage (whole file)", "bytes", "rate"], stage_rows))
     out.append(
-        f"original: {s['original_bytes']:,} bytes (every tensor as float32); rate = original"
-        " / file bytes"
+        f"original: {s['original_bytes']:,} bytes (every floating-point tensor as float32); "
+        "rate = original / file bytes; P+Q+H is this file"
     )
     out.append("")
     out.append(

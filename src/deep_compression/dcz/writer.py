@@ -21,13 +21,12 @@ import os
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from deep_compression import __version__
-from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS, encode_gaps
+from deep_compression.coding.gaps import check_gap_bits, encode_gaps
 from deep_compression.coding.streams import CODERS, encode_stream
 from deep_compression.dcz.format import (
     DEFAULT_CHUNK,
@@ -41,6 +40,7 @@ from deep_compression.dcz.format import (
     VERSION,
 )
 from deep_compression.errors import ConfigError
+from deep_compression.fileio import atomic_write
 
 __all__ = ["DenseTensor", "SparseTensor", "QuantizedTensor", "Tensor", "write_dcz", "to_bytes"]
 
@@ -100,21 +100,19 @@ def _check_sparse(t: SparseTensor | QuantizedTensor) -> tuple[np.ndarray, int]:
     numel = math.prod(t.shape)
     if numel > MAX_ELEMENTS:
         raise ConfigError(f"{t.name}: {numel} elements exceed the format limit {MAX_ELEMENTS}")
-    if not MIN_GAP_BITS <= t.gap_bits <= MAX_GAP_BITS:
-        raise ConfigError(
-            f"{t.name}: gap_bits must be in [{MIN_GAP_BITS}, {MAX_GAP_BITS}], got {t.gap_bits}"
-        )
+    check_gap_bits(t.gap_bits, f"{t.name}: gap_bits")
     pos = np.asarray(t.positions, dtype=np.int64).reshape(-1)
     if pos.size and (pos[0] < 0 or pos[-1] >= numel or np.any(np.diff(pos) <= 0)):
         raise ConfigError(f"{t.name}: positions must be strictly increasing in [0, {numel})")
     return pos, numel
 
 
-def _float_payload(values: np.ndarray) -> tuple[bytes, dict[str, str]]:
-    """Little-endian bytes of float32 ``values``: as float16 when every value (and the sign
-    of every zero) survives the round trip exactly, else as float32. Lossless either way."""
+def _float_payload(values: np.ndarray, float16: bool = True) -> tuple[bytes, dict[str, str]]:
+    """Little-endian bytes of float32 ``values``: as float16 when ``float16`` and every
+    value (and the sign of every zero) survives the round trip exactly, else as float32.
+    Lossless either way."""
     f32 = np.ascontiguousarray(values, dtype="<f4").reshape(-1)
-    if f32.size and np.isfinite(f32).all():
+    if float16 and f32.size and np.isfinite(f32).all():
         f16 = f32.astype("<f2")
         if np.array_equal(f16.astype("<f4").view("<u4"), f32.view("<u4")):
             return f16.tobytes(), {"store": "float16"}
@@ -143,6 +141,7 @@ def to_bytes(
     coder: str = "huffman",
     chunk: int = DEFAULT_CHUNK,
     compress_header: bool = True,
+    float16: bool = True,
 ) -> bytes:
     """Serialise ``tensors`` and ``metadata`` to the bytes of a ``.dcz`` file.
 
@@ -154,6 +153,8 @@ def to_bytes(
         chunk: symbols per Huffman chunk (decoder parallelism vs. 4 bytes per chunk).
         compress_header: store the JSON header zlib-compressed (flag bit 0); it is about
             2.5x smaller, which matters for a 20 KB LeNet file.
+        float16: store float payloads in 2 bytes where that is lossless (``False``: always
+            4, as the paper's P stage counts them).
 
     Raises:
         ConfigError: bad settings or tensors.
@@ -193,7 +194,7 @@ def to_bytes(
                 raise ConfigError(f"{t.name}: dtype {arr.dtype} cannot be stored")
             store: dict[str, str] = {}
             if dtype == "float32":
-                data, store = _float_payload(arr)
+                data, store = _float_payload(arr, float16)
             else:
                 data = np.ascontiguousarray(arr, dtype=DTYPES[dtype]).tobytes()
             entries.append(
@@ -221,7 +222,7 @@ def to_bytes(
             values = np.asarray(t.values, dtype="<f4").reshape(-1)
             if values.size != kept:
                 raise ConfigError(f"{t.name}: {values.size} values for {kept} positions")
-            data, store = _float_payload(values)
+            data, store = _float_payload(values, float16)
             entry.update(enc="sparse", gaps=stream(gaps, 1 << t.gap_bits), **store)
             entry["values"] = put(data)
         else:
@@ -234,7 +235,7 @@ def to_bytes(
                 raise ConfigError(f"{t.name}: {idx.size} indices for {kept} positions")
             if idx.size and (idx.min() < 0 or idx.max() >= k):
                 raise ConfigError(f"{t.name}: cluster indices outside [0, {k})")
-            data, store = _float_payload(codebook)
+            data, store = _float_payload(codebook, float16)
             entry.update(enc="quantized", k=k, codebook=put(data), **store)
             entry["gaps"] = stream(gaps, 1 << t.gap_bits)
             entry["indices"] = stream(idx, k)
@@ -281,9 +282,5 @@ def write_dcz(
 ) -> int:
     """Write a ``.dcz`` file atomically (see :func:`to_bytes`); returns its size in bytes."""
     blob = to_bytes(tensors, metadata, coder=coder, chunk=chunk, compress_header=compress_header)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(blob)
-    os.replace(tmp, path)  # never leave a half-written file under the final name
+    atomic_write(path, blob)  # never a half-written file under the final name
     return len(blob)

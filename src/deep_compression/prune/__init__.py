@@ -3,66 +3,76 @@
 - :mod:`~deep_compression.prune.mask`: the :class:`PruningMask` parametrization.
 - :mod:`~deep_compression.prune.config`: the criteria (``std``, ``fraction``, ``global``,
   ``activation``, ``none``), selectable per layer.
-- :mod:`~deep_compression.prune.core`: :func:`prune_`, :func:`strip_pruning`,
+- :mod:`~deep_compression.prune.core`: :func:`prune_`, :func:`strip_pruning_`,
   :func:`sparsity_report`.
 - :mod:`~deep_compression.prune.schedule`: iterative prune -> retrain schedules (TOML).
 - :mod:`~deep_compression.prune.sensitivity`: one-layer-at-a-time sensitivity analysis.
-- :mod:`~deep_compression.prune.neuron`: the original project's single-neuron "reduce"
-  (smallest subset of inputs that keeps a neuron's output), numpy only.
 
-Attributes are imported lazily, so ``deep_compression.prune.neuron`` and
-``deep_compression.prune.config`` can be used without importing torch.
+The original project's single-neuron "reduce" is not a pruning stage of a network; it
+lives in :mod:`deep_compression.neuron` (numpy only).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from deep_compression.prune.config import (
+    ActivationAware,
+    Criterion,
+    GlobalMagnitude,
+    KeepFraction,
+    NoPruning,
+    StdThreshold,
+    criteria_from_dict,
+    criterion_from_dict,
+)
+from deep_compression.prune.core import (
+    LayerSparsity,
+    SparsityReport,
+    activation_means,
+    apply_mask_,
+    prune_,
+    sparsity_report,
+    strip_pruning_,
+)
+from deep_compression.prune.mask import PRUNABLE_TYPES, PruningMask, get_mask, prunable_layers
+from deep_compression.prune.schedule import (
+    PruneRound,
+    PruneSchedule,
+    RoundResult,
+    load_schedule,
+    run_schedule,
+)
+from deep_compression.prune.sensitivity import (
+    SensitivityPoint,
+    sensitivity_analysis,
+    suggest_thresholds,
+)
 
-_EXPORTS = {
-    "PRUNABLE_TYPES": "mask",
-    "PruningMask": "mask",
-    "get_mask": "mask",
-    "prunable_layers": "mask",
-    "StdThreshold": "config",
-    "KeepFraction": "config",
-    "GlobalMagnitude": "config",
-    "ActivationAware": "config",
-    "NoPruning": "config",
-    "Criterion": "config",
-    "criterion_from_dict": "config",
-    "criteria_from_dict": "config",
-    "LayerSparsity": "core",
-    "SparsityReport": "core",
-    "prune_": "core",
-    "apply_mask_": "core",
-    "strip_pruning": "core",
-    "sparsity_report": "core",
-    "activation_means": "core",
-    "PruneRound": "schedule",
-    "PruneSchedule": "schedule",
-    "RoundResult": "schedule",
-    "load_schedule": "schedule",
-    "run_schedule": "schedule",
-    "SensitivityPoint": "sensitivity",
-    "sensitivity_analysis": "sensitivity",
-    "suggest_thresholds": "sensitivity",
-    "NeuronReduction": "neuron",
-    "reduce_neuron": "neuron",
-    "read_neuron_csv": "neuron",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # cache: later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__all__ = [
+    "PRUNABLE_TYPES",
+    "ActivationAware",
+    "Criterion",
+    "GlobalMagnitude",
+    "KeepFraction",
+    "LayerSparsity",
+    "NoPruning",
+    "PruneRound",
+    "PruneSchedule",
+    "PruningMask",
+    "RoundResult",
+    "SensitivityPoint",
+    "SparsityReport",
+    "StdThreshold",
+    "activation_means",
+    "apply_mask_",
+    "criteria_from_dict",
+    "criterion_from_dict",
+    "get_mask",
+    "load_schedule",
+    "prunable_layers",
+    "prune_",
+    "run_schedule",
+    "sensitivity_analysis",
+    "sparsity_report",
+    "strip_pruning_",
+    "suggest_thresholds",
+]

@@ -18,7 +18,6 @@ are never pruned.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Iterable, Mapping
@@ -39,14 +38,14 @@ from deep_compression.prune.config import (
     NoPruning,
     StdThreshold,
 )
-from deep_compression.prune.mask import PruningMask, get_mask, prunable_layers
+from deep_compression.prune.mask import PruningMask, get_mask, prunable_layers, unparametrize_
 
 __all__ = [
     "LayerSparsity",
     "SparsityReport",
     "prune_",
     "apply_mask_",
-    "strip_pruning",
+    "strip_pruning_",
     "sparsity_report",
     "activation_means",
     "dropout_inputs",
@@ -119,7 +118,7 @@ def sparsity_report(model: nn.Module) -> SparsityReport:
     """Kept weights per prunable layer of ``model``.
 
     A layer with a mask counts the mask's True entries; a layer without one (dense, or
-    stripped by :func:`strip_pruning`) counts its non-zero weights.
+    stripped by :func:`strip_pruning_`) counts its non-zero weights.
     """
     rows = []
     for name, layer in prunable_layers(model).items():
@@ -393,34 +392,34 @@ def prune_(
     return sparsity_report(model)
 
 
-def strip_pruning(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` with plain ``weight`` parameters: pruned entries are 0.
+def strip_pruning_(model: nn.Module) -> nn.Module:
+    """Make the pruned weights permanent, in place: plain ``weight`` parameters with
+    zeros at the pruned positions.
 
-    The weight of every prunable layer whose parametrization carries a mask becomes an
-    ordinary ``nn.Parameter`` holding its current value (the masked product); ``model``
-    itself is unchanged.
+    The weight of every prunable layer whose parametrizations are all
+    :class:`PruningMask` becomes an ordinary ``nn.Parameter`` holding its current value
+    (the masked product). Quantized layers are left alone (see
+    :func:`~deep_compression.quantize.strip_quantization_`). To keep the pruned model as
+    well, strip a copy: ``strip_pruning_(copy.deepcopy(model))``.
+
+    Returns:
+        ``model``.
 
     Raises:
         ConfigError: a masked layer also has other parametrized tensors (e.g. its bias).
     """
-    stripped = copy.deepcopy(model)
-    for name, layer in prunable_layers(stripped).items():
-        if get_mask(layer) is None:
+    for name, layer in prunable_layers(model).items():
+        if not parametrize.is_parametrized(layer, "weight"):
+            continue
+        if not all(isinstance(p, PruningMask) for p in layer.parametrizations["weight"]):
             continue
         if set(layer.parametrizations.keys()) != {"weight"}:
             raise ConfigError(
                 f"{name}: cannot strip a layer with parametrized tensors "
                 f"{sorted(layer.parametrizations.keys())}"
             )
-        # Not parametrize.remove_parametrizations: a deep copy shares torch's injected
-        # ``Parametrized<Layer>`` class with the original, and removal deletes the
-        # ``weight`` property from that shared class, breaking ``model``. Restoring the
-        # base class on the copy alone leaves the original intact.
-        value = layer.weight.detach().clone()
-        del layer._modules["parametrizations"]
-        layer.__class__ = type(layer).__bases__[0]
-        layer.weight = nn.Parameter(value)
-    return stripped
+        unparametrize_(layer)
+    return model
 
 
 # --------------------------------------------------------------------------- dropout

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-__all__ = ["PruningMask", "PRUNABLE_TYPES", "prunable_layers", "get_mask"]
+__all__ = ["PruningMask", "PRUNABLE_TYPES", "prunable_layers", "get_mask", "unparametrize_"]
 
 # Layers whose ``weight`` can be pruned (and quantized). Biases never are.
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -54,3 +54,32 @@ def get_mask(layer: nn.Module, tensor_name: str = "weight") -> torch.Tensor | No
         if isinstance(mask, torch.Tensor):
             return mask
     return None
+
+
+def unparametrize_(layer: nn.Module, value: torch.Tensor | None = None) -> None:
+    """Make ``layer.weight`` a plain parameter holding its parametrized value, in place.
+
+    ``parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)``,
+    safe for copies: torch gives a parametrized module a generated class holding the
+    ``weight`` property, and ``copy.deepcopy`` shares that class between the copies;
+    removing the parametrization deletes the property from the class, which breaks every
+    other copy. Giving this module its own copy of the class first confines the change
+    to it. (``parametrize.type_before_parametrizations`` names the plain class; the
+    generated one must stay until torch has removed the property from it.)
+
+    Args:
+        layer: a module whose ``weight`` is parametrized.
+        value: the parametrized weight, if the caller has just computed it (torch would
+            compute it again: on VGG-16 that is a product the size of each layer, for
+            nothing).
+    """
+    cls = layer.__class__
+    layer.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+    if value is None:
+        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+        return
+    # What leave_parametrized=True does, with the value given: the original parameter
+    # (same object, so optimizers and hooks holding it stay valid) takes the value.
+    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
+    with torch.no_grad():
+        layer.weight.set_(value)

@@ -50,7 +50,7 @@ from deep_compression.prune.core import (
     prune_,
     sparsity_report,
 )
-from deep_compression.recipe_io import load_config
+from deep_compression.recipe_io import load_config, reject_unknown
 from deep_compression.train import TrainConfig, evaluate, fit
 
 __all__ = [
@@ -66,16 +66,6 @@ __all__ = [
 
 # Retraining after pruning: the paper retrains LeNets at about 1/10 of the dense rate.
 RETRAIN_DEFAULTS = TrainConfig(epochs=5, lr=0.005, weight_decay=5e-4, schedule="cosine")
-
-
-def _retrain_config(base: TrainConfig, overrides: Mapping[str, Any], where: str) -> TrainConfig:
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{where}: expected a table of training settings, got {overrides!r}")
-    try:
-        return TrainConfig.from_dict({**base.to_dict(), **overrides}, where)
-    except ConfigError as e:
-        message = str(e)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -139,9 +129,7 @@ class PruneSchedule:
 
     def retrain_config(self, index: int) -> TrainConfig:
         """The retraining config of round ``index`` (0-based)."""
-        return _retrain_config(
-            self.retrain, self.rounds[index].retrain, f"prune.rounds[{index + 1}].retrain"
-        )
+        return self.retrain.merged(self.rounds[index].retrain, f"prune.rounds[{index + 1}].retrain")
 
     @property
     def needs_calibration(self) -> bool:
@@ -156,13 +144,8 @@ class PruneSchedule:
         """Build from the ``[prune]`` table; unknown keys are a :class:`ConfigError`."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{where}: expected a table, got {d!r}")
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - allowed
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})"
-            )
-        retrain = _retrain_config(RETRAIN_DEFAULTS, d.get("retrain", {}), f"{where}.retrain")
+        reject_unknown(d, {f.name for f in dataclasses.fields(cls)}, where)
+        retrain = RETRAIN_DEFAULTS.merged(d.get("retrain", {}), f"{where}.retrain")
         raw_rounds = d.get("rounds")
         if not isinstance(raw_rounds, list) or not raw_rounds:
             raise ConfigError(f"{where}.rounds: give at least one [[{where}.rounds]] table")
@@ -171,15 +154,11 @@ class PruneSchedule:
             here = f"{where}.rounds[{i}]"
             if not isinstance(r, Mapping):
                 raise ConfigError(f"{here}: expected a table, got {r!r}")
-            unknown = set(r) - {"criteria", "retrain"}
-            if unknown:
-                raise ConfigError(
-                    f"{here}: unknown keys {sorted(unknown)} (allowed: criteria, retrain)"
-                )
+            reject_unknown(r, {"criteria", "retrain"}, here)
             if "criteria" not in r:
                 raise ConfigError(f"{here}: missing 'criteria'")
             overrides = r.get("retrain", {})
-            _retrain_config(retrain, overrides, f"{here}.retrain")
+            retrain.merged(overrides, f"{here}.retrain")
             rounds.append(
                 PruneRound(criteria_from_dict(r["criteria"], f"{here}.criteria"), dict(overrides))
             )

@@ -20,10 +20,10 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from torch import nn
-from tqdm.auto import tqdm
 
 from deep_compression.data import Split
 from deep_compression.errors import ConfigError
+from deep_compression.progress import progress_bar
 from deep_compression.prune.config import NoPruning, StdThreshold
 from deep_compression.prune.core import prune_
 from deep_compression.prune.mask import prunable_layers
@@ -83,7 +83,7 @@ def sensitivity_analysis(
         data: evaluation split.
         thresholds: values of ``s >= 0``.
         layers: layer names or fnmatch patterns to analyse (default: every prunable layer).
-        progress: a tqdm bar over all evaluations.
+        progress: a progress bar (or log lines) over all evaluations.
 
     Raises:
         ConfigError: a negative threshold, or a pattern that matches no layer.
@@ -102,15 +102,14 @@ def sensitivity_analysis(
         names = [n for n in names if any(fnmatchcase(n, p) for p in layers)]
     baseline = evaluate(model, data)[1]
     points = []
-    bar = tqdm(total=len(names) * len(thresholds), desc="sensitivity", disable=not progress)
-    for name in names:
-        for s in sorted(thresholds):
-            trial = copy.deepcopy(model)
-            report = prune_(trial, {"*": NoPruning(), name: StdThreshold(float(s))})
-            row = next(r for r in report.layers if r.name == name)
-            acc = evaluate(trial, data)[1]
-            points.append(SensitivityPoint(name, float(s), row.kept, row.weights, acc))
-            bar.update()
+    trials = [(name, s) for name in names for s in sorted(thresholds)]
+    bar = progress_bar(trials, desc="sensitivity", enabled=progress, unit="evaluation")
+    for name, s in bar:
+        trial = copy.deepcopy(model)
+        report = prune_(trial, {"*": NoPruning(), name: StdThreshold(float(s))})
+        row = next(r for r in report.layers if r.name == name)
+        acc = evaluate(trial, data)[1]
+        points.append(SensitivityPoint(name, float(s), row.kept, row.weights, acc))
     bar.close()
     return SensitivityResult(baseline, tuple(points))
 

@@ -15,7 +15,7 @@ from deep_compression.quantize.core import (
     quantize_,
     quantized_weight,
     round_float16_,
-    strip_quantization,
+    strip_quantization_,
 )
 from deep_compression.quantize.parametrization import QuantizedWeight
 
@@ -33,5 +33,5 @@ __all__ = [
     "quantize_",
     "quantized_weight",
     "round_float16_",
-    "strip_quantization",
+    "strip_quantization_",
 ]

@@ -29,8 +29,8 @@ from types import MappingProxyType
 from typing import Any
 
 from deep_compression.errors import ConfigError
-from deep_compression.kmeans import INITS
-from deep_compression.recipe_io import load_config
+from deep_compression.quantize.kmeans import INITS
+from deep_compression.recipe_io import from_table, load_config
 from deep_compression.train import TrainConfig
 
 __all__ = [
@@ -57,16 +57,6 @@ MAX_BITS = 16
 FINETUNE_DEFAULTS = TrainConfig(
     epochs=3, optimizer="adam", lr=1e-3, weight_decay=0.0, schedule="cosine"
 )
-
-
-def _finetune_config(base: TrainConfig, overrides: Mapping[str, Any], where: str) -> TrainConfig:
-    if not isinstance(overrides, Mapping):
-        raise ConfigError(f"{where}: expected a table of training settings, got {overrides!r}")
-    try:
-        return TrainConfig.from_dict({**base.to_dict(), **overrides}, where)
-    except ConfigError as e:
-        message = str(e)
-        raise ConfigError(message if message.startswith(where) else f"{where}: {e}") from None
 
 
 def _check_int(value: object, where: str, low: int, high: int | None = None) -> None:
@@ -152,24 +142,21 @@ class QuantizeConfig:
 
         ``finetune`` keys not given take :data:`FINETUNE_DEFAULTS`.
         """
-        if not isinstance(d, Mapping):
-            raise ConfigError(f"{where}: expected a table, got {d!r}")
-        allowed = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - allowed
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown keys {sorted(unknown)} (allowed: {sorted(allowed)})"
-            )
-        kwargs = dict(d)
-        if "bits" in kwargs and not isinstance(kwargs["bits"], Mapping):
-            raise ConfigError(
-                f'{where}.bits must be a table such as {{ "*" = 5, "conv*" = 8 }}, '
-                f"got {kwargs['bits']!r}"
-            )
-        kwargs["finetune"] = _finetune_config(
-            FINETUNE_DEFAULTS, d.get("finetune", {}), f"{where}.finetune"
-        )
-        return cls(**kwargs)
+
+        def bits(value: Any, here: str) -> Any:
+            if not isinstance(value, Mapping):
+                raise ConfigError(
+                    f'{here} must be a table such as {{ "*" = 5, "conv*" = 8 }}, got {value!r}'
+                )
+            return value
+
+        def finetune(value: Any, here: str) -> TrainConfig:
+            return FINETUNE_DEFAULTS.merged(value, here)
+
+        config = from_table(cls, d, where, {"bits": bits, "finetune": finetune})
+        if "finetune" not in d:
+            config = dataclasses.replace(config, finetune=FINETUNE_DEFAULTS)
+        return config
 
 
 def load_quantize_config(path: str | os.PathLike[str]) -> QuantizeConfig:

@@ -10,7 +10,7 @@ an all-True mask, which is the quantization-only mode.
 After ``quantize_``, training the model (``train.fit``) trains the centroids: autograd
 through the gather gives each centroid the sum of the gradients of the weights assigned
 to it, the paper's update, while the assignments (buffers) stay fixed.
-``strip_quantization`` makes the shared weights permanent in plain layers.
+``strip_quantization_`` makes the shared weights permanent in plain layers.
 """
 
 from __future__ import annotations
@@ -23,21 +23,21 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from tqdm.auto import tqdm
 
-from deep_compression.kmeans import kmeans_1d
 from deep_compression.layer_config import check_patterns, resolve
-from deep_compression.prune import PruningMask, get_mask, prunable_layers
+from deep_compression.progress import progress_bar
+from deep_compression.prune.mask import PruningMask, get_mask, prunable_layers, unparametrize_
 from deep_compression.quantize.config import QuantizeConfig
+from deep_compression.quantize.kmeans import kmeans_1d
 from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
-from deep_compression.report import format_table
+from deep_compression.table import format_table
 
 __all__ = [
     "LayerQuantization",
     "QuantizationReport",
     "quantize_",
     "quantization_report",
-    "strip_quantization",
+    "strip_quantization_",
     "quantized_weight",
     "layer_bits",
 ]
@@ -113,30 +113,6 @@ def quantized_weight(layer: nn.Module) -> QuantizedWeight | None:
     return None
 
 
-def _remove_weight_parametrization(layer: nn.Module, value: torch.Tensor | None = None) -> None:
-    """``remove_parametrizations(layer, "weight", leave_parametrized=True)``, safe for copies.
-
-    torch gives a parametrized module a generated class holding the ``weight`` property,
-    and ``copy.deepcopy`` shares that class between the copies; removing the
-    parametrization deletes the property from the class, which breaks every other copy
-    (``AttributeError: ... has no attribute 'weight'``). Giving this module its own
-    copy of the class first confines the change to it.
-
-    ``value``: the parametrized weight, if the caller has just computed it (torch would
-    compute it again: on VGG-16 that is a product the size of each layer, for nothing).
-    """
-    cls = layer.__class__
-    layer.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
-    if value is None:
-        parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
-        return
-    # What leave_parametrized=True does, with the value given: the original parameter
-    # (same object, so optimizers and hooks holding it stay valid) takes the value.
-    parametrize.remove_parametrizations(layer, "weight", leave_parametrized=False)
-    with torch.no_grad():
-        layer.weight.set_(value)
-
-
 def _cluster_layer(
     weight: torch.Tensor, mask: torch.Tensor, bits: int, config: QuantizeConfig
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -193,7 +169,7 @@ def quantize_(
         model: a (possibly pruned or quantized) model; modified in place.
         config: bits per layer, initialisation, Lloyd iterations (default
             :class:`QuantizeConfig`); ``config.finetune`` is not used here.
-        progress: a tqdm bar over the layers.
+        progress: a progress bar (or log lines) over the layers.
 
     Returns:
         The report of every quantized layer just after clustering.
@@ -204,7 +180,8 @@ def quantize_(
     config = config or QuantizeConfig()
     layers = prunable_layers(model)
     plan = layer_bits(model, config)
-    for name, layer in tqdm(layers.items(), desc="k-means", disable=not progress, leave=False):
+    bar = progress_bar(layers.items(), desc="k-means", enabled=progress, unit="layer")
+    for name, layer in bar:
         with torch.no_grad():
             weight = layer.weight.detach()  # effective: original * mask if pruned
         mask = get_mask(layer)
@@ -214,7 +191,7 @@ def quantize_(
         if parametrize.is_parametrized(layer, "weight"):
             # Bakes the effective weight into a plain parameter, which becomes
             # ``original`` of the new parametrization below.
-            _remove_weight_parametrization(layer, weight)
+            unparametrize_(layer, weight)
         # unsafe: the parametrization ignores its input, so torch's consistency check
         # (which calls it on the current weight) has nothing to verify.
         parametrize.register_parametrization(
@@ -291,7 +268,7 @@ def quantization_report(model: nn.Module) -> QuantizationReport:
     return QuantizationReport(tuple(rows))
 
 
-def strip_quantization(
+def strip_quantization_(
     model: nn.Module, *, keep_mask: bool = False, layers: Sequence[str] | None = None
 ) -> nn.Module:
     """Make the shared weights permanent: plain trainable weights, in place.
@@ -314,7 +291,7 @@ def strip_quantization(
         if q is None or (layers is not None and name not in layers):
             continue
         mask = q.mask.clone()
-        _remove_weight_parametrization(layer)
+        unparametrize_(layer)
         # The original tensor was frozen by quantize_; a plain weight trains again.
         layer.weight.requires_grad_(True)
         if keep_mask and not bool(mask.all()):

@@ -1,5 +1,1 @@
-"""Reporting: tables (terminal and Markdown) and plots."""
-
-from deep_compression.report.table import format_table
-
-__all__ = ["format_table"]
+"""Reporting: the Markdown run report and the plots."""

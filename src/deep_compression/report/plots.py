@@ -16,6 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
+
+from deep_compression.prune import get_mask, prunable_layers
+from deep_compression.prune.sensitivity import SensitivityResult
+from deep_compression.quantize import quantized_weight
+from deep_compression.records import RunReport
+from deep_compression.report.sensitivity_plot import plot_sensitivity
 
 __all__ = ["plot_weight_distribution", "plot_layers", "write_run_plots"]
 
@@ -117,26 +125,22 @@ def plot_layers(
 
 
 def write_run_plots(
-    run_dir: str | os.PathLike[str],
-    report: Mapping[str, Any],
-    *,
-    data_dir: str | os.PathLike[str] | None = None,
-    sensitivity: bool = True,
-    progress: bool = False,
+    out: str | os.PathLike[str],
+    report: RunReport,
+    dense: nn.Module,
+    pruned: nn.Module,
+    quantized: nn.Module,
+    sensitivity: SensitivityResult | None = None,
 ) -> list[Path]:
-    """Write every plot of a finished run into ``run_dir/plots`` and return the paths."""
-    import torch
+    """Write every plot of a finished run into the directory ``out``; return the paths.
 
-    from deep_compression.checkpoint import load_model
-    from deep_compression.prune import get_mask, prunable_layers
-    from deep_compression.quantize import quantized_weight
-
-    run_dir = Path(run_dir)
-    out = run_dir / "plots"
-    out.mkdir(exist_ok=True)
-    dense, _ = load_model(run_dir / "dense.safetensors")
-    pruned, _ = load_model(run_dir / "pruned.safetensors")
-    quantized, _ = load_model(run_dir / "quantized.safetensors")
+    Per layer, the weight distribution dense / after pruning / after quantization with
+    the centroids; the per-layer kept % and bits of ``report``; and, when given, the
+    sensitivity curves of the dense model. The caller loads the models (this module
+    reads no files).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
     paths = []
     d_layers, p_layers, q_layers = (prunable_layers(m) for m in (dense, pruned, quantized))
     with torch.no_grad():
@@ -155,22 +159,14 @@ def write_run_plots(
                     qvalues.numpy(),
                     q.codebook.detach().numpy(),
                     out / f"weights-{name}.png",
-                    f"{report['model']} {name}",
+                    f"{report.model} {name}",
                 )
             )
-    paths.append(plot_layers(report["layers"], out / "layers.png", str(report["model"])))
-    if sensitivity:
-        from deep_compression.data import load_dataset
-        from deep_compression.prune.sensitivity import sensitivity_analysis, write_csv
-        from deep_compression.report.sensitivity_plot import plot_sensitivity
-
-        _, test = load_dataset(str(report["dataset"]), data_dir)
-        thresholds = [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0]
-        result = sensitivity_analysis(dense, test, thresholds, progress=progress)
-        write_csv(result, out / "sensitivity.csv")
+    paths.append(plot_layers(list(report.layers), out / "layers.png", report.model))
+    if sensitivity is not None:
         paths.append(
             plot_sensitivity(
-                result, out / "sensitivity.png", f"{report['model']}: prune one layer at a time"
+                sensitivity, out / "sensitivity.png", f"{report.model}: prune one layer at a time"
             )
         )
     return paths

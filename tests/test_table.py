@@ -1,4 +1,4 @@
-from deep_compression.report.table import format_table
+from deep_compression.table import format_table
 
 
 def test_alignment_and_markdown_shape() -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 
 from deep_compression.errors import ConfigError
+from deep_compression.table import format_table
 
 __all__ = [
     "NeuronReduction",
@@ -105,11 +106,16 @@ class NeuronReduction:
     def removed(self) -> int:
         return int((~self.kept).sum())
 
-    def describe(self) -> str:
-        """A human-readable report: every input with its fate, outputs and the error."""
-        from deep_compression.report.table import format_table
+    def describe(self, limit: int | None = None) -> str:
+        """A human-readable report: the inputs with their fate, outputs and the error.
 
+        Args:
+            limit: show at most this many inputs, the largest ``|weight * value|`` first
+                (0: no table); ``None`` shows every input in order.
+        """
         c = self.contributions
+        n = len(c)
+        order = np.arange(n) if limit is None else np.argsort(-np.abs(c), kind="stable")[:limit]
         rows = [
             [
                 i + 1,
@@ -118,9 +124,8 @@ class NeuronReduction:
                 f"{c[i]:.6g}",
                 "kept" if self.kept[i] else "removed",
             ]
-            for i in range(len(c))
+            for i in order
         ]
-        n = len(c)
         if self.method == "exact" and self.proved_optimal:
             how = "exact dynamic programming, proved optimal"
         elif self.method == "exact":
@@ -132,8 +137,12 @@ class NeuronReduction:
             how = "GREEDY fallback (fast, no optimality guarantee)"
         if self.quantum is not None:
             how += f"; quantum {self.quantum:.3g}"
-        lines = [
-            format_table(["input", "weight", "value", "weight*value", "fate"], rows),
+        lines = []
+        if rows:
+            lines.append(format_table(["input", "weight", "value", "weight*value", "fate"], rows))
+        if len(rows) < n:
+            lines.append(f"({n - len(rows)} more inputs not shown; --limit sets how many)")
+        lines += [
             f"method: {how}",
             f"kept {n - self.removed} of {n} inputs, removed {self.removed}",
             f"pre-activation: full {self.full:.6g}, reduced {self.reduced:.6g} "

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from deep_compression.errors import ConfigError
-from deep_compression.prune.neuron import (
+from deep_compression.neuron import (
     read_neuron_csv,
     reduce_neuron,
     solve_exact,
     solve_greedy,
 )
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "weights.csv"
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "weights.csv"
 
 
 def brute_force_removable(c: np.ndarray, tol: float) -> int:
@@ -146,7 +146,7 @@ def test_bad_arguments() -> None:
 
 def test_neuron_module_does_not_import_torch() -> None:
     code = (
-        "import sys; import deep_compression.prune.neuron as n; "
+        "import sys; import deep_compression.neuron as n; "
         "n.reduce_neuron([1.0], [2.0], 0.1); assert 'torch' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,0 +1,123 @@
+"""The recipe: one TOML file that says what :func:`deep_compression.pipeline.compress`
+does, mapped one-to-one onto :class:`Recipe`::
+
+    model = "lenet-300-100"      # a built-in model name
+    dataset = "mnist"
+    seed = 0
+    [train]                      # deep_compression.train.TrainConfig (dense training,
+                                 # used only when no checkpoint is given)
+    [prune]                      # deep_compression.prune.PruneSchedule
+    [[prune.rounds]] ...
+    [quantize]                   # deep_compression.quantize.QuantizeConfig
+    [encode]                     # deep_compression.encode.EncodeConfig
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from deep_compression.data import get_spec
+from deep_compression.encode import EncodeConfig
+from deep_compression.errors import ConfigError
+from deep_compression.layer_config import check_patterns
+from deep_compression.models import model_names
+from deep_compression.prune import PruneSchedule, prunable_layers
+from deep_compression.quantize import QuantizeConfig, layer_bits
+from deep_compression.recipe_io import from_table, load_config
+from deep_compression.train import TrainConfig
+
+__all__ = ["Recipe", "load_recipe", "digest"]
+
+
+def digest(*parts: Any) -> str:
+    """A short hash of JSON-able ``parts`` (canonical JSON, SHA-256, 16 hex digits)."""
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Everything :func:`compress` needs; one-to-one with the recipe TOML file."""
+
+    model: str
+    prune: PruneSchedule
+    quantize: QuantizeConfig
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    train: TrainConfig | None = None
+    dataset: str = "mnist"
+    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in model_names():
+            raise ConfigError(
+                f"unknown model {self.model!r}; choose one of {', '.join(model_names())}"
+            )
+        get_spec(self.dataset)  # validates the name
+        seed = self.seed
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if not isinstance(self.model_kwargs, Mapping):
+            raise ConfigError(f"model_kwargs must be a table, got {self.model_kwargs!r}")
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "recipe") -> Recipe:
+        for key in ("model", "prune", "quantize"):
+            if isinstance(d, Mapping) and key not in d:
+                raise ConfigError(f"{where}: missing {key!r}")
+        return from_table(
+            cls,
+            d,
+            where,
+            {
+                "train": lambda v, w: TrainConfig.from_dict(v, "train"),
+                "prune": lambda v, w: PruneSchedule.from_dict(v),
+                "quantize": lambda v, w: QuantizeConfig.from_dict(v),
+                "encode": lambda v, w: EncodeConfig.from_dict(v),
+                "model_kwargs": lambda v, w: dict(v) if isinstance(v, Mapping) else v,
+            },
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model,
+            "model_kwargs": dict(self.model_kwargs),
+            "dataset": self.dataset,
+            "seed": self.seed,
+            "prune": self.prune.to_dict(),
+            "quantize": self.quantize.to_dict(),
+            "encode": self.encode.to_dict(),
+        }
+        if self.train is not None:
+            d["train"] = self.train.to_dict()
+        return d
+
+    def digest(self) -> str:
+        """A short hash of the recipe's content, to tell runs of different recipes apart."""
+        return digest(self.to_dict())
+
+    def check_layers(self, model: nn.Module) -> None:
+        """Every per-layer key of the recipe must match a layer of ``model``: checked
+        before any training, so a typo costs seconds, not a pruning run."""
+        layers = list(prunable_layers(model))
+        for i, r in enumerate(self.prune.rounds, start=1):
+            check_patterns(r.criteria, layers, f"prune.rounds[{i}].criteria")
+        layer_bits(model, self.quantize)
+        check_patterns(self.encode.gap_bits, layers, "encode.gap_bits")
+
+
+def load_recipe(path: str | os.PathLike[str]) -> Recipe:
+    """Read a recipe TOML file.
+
+    Raises:
+        ConfigError: unreadable, invalid TOML, or invalid content (the message names the
+            file and the field).
+    """
+    return load_config(path, Recipe.from_dict)
