@@ -108,9 +108,7 @@ def test_not_found_without_download(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "--data-dir" in message and "DEEP_COMPRESSION_DATA" in message
 
 
-def test_not_found_after_failed_download(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_not_found_after_failed_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No network: the error names the first failure only, and the fix."""
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     monkeypatch.delenv("DEEP_COMPRESSION_DATA", raising=False)

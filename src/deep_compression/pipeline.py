@@ -16,7 +16,7 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,8 +25,7 @@ from deep_compression import __version__
 from deep_compression.checkpoint import load_checkpoint, save_checkpoint
 from deep_compression.data import Split, get_spec, load_dataset
 from deep_compression.dcz import open_dcz
-from deep_compression.dcz.stages import STAGE_NAMES, stage_blobs
-from deep_compression.dcz.summary import summarize
+from deep_compression.dcz.stages import stage_blobs
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
 from deep_compression.loading import load_model
@@ -43,8 +42,9 @@ from deep_compression.phases import (
 from deep_compression.progress import log as default_log
 from deep_compression.prune import RoundResult
 from deep_compression.recipe import Recipe, digest, load_recipe
-from deep_compression.records import CheckpointMeta, ModelSpec, PhaseRow, RunReport, StageRow
+from deep_compression.records import CheckpointMeta, ModelSpec, RunReport
 from deep_compression.report.markdown import report_markdown
+from deep_compression.report.run import build_report
 from deep_compression.train import seed_everything
 
 __all__ = [
@@ -346,53 +346,10 @@ def compress(
             log(f"[{phase}] reused from an earlier run in {run_dir}")
             continue
         state.record(phase, digests[phase], step())
-    report = build_report(run_dir, state.phases, recipe)
+    report = build_report(run_dir / STAGE_FILES["P+Q+H"], state.phases, recipe)
     write_json(run_dir / "report.json", report.to_dict())
     atomic_write(run_dir / "report.md", report_markdown(report))
     return report
-
-
-def build_report(run_dir: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunReport:
-    """The per-stage and per-layer figures of a finished run."""
-    enc = phases["encoded"]
-    summary = summarize(open_dcz(run_dir / STAGE_FILES["P+Q+H"]))
-    original = enc["original_bytes"]
-    stages = [StageRow("dense (float32)", original, 1.0)]
-    stages += [
-        StageRow(s, enc["bytes"][s], original / enc["bytes"][s], STAGE_FILES[s])
-        for s in STAGE_NAMES
-    ]
-    q = phases["quantized"]
-    rows = [
-        PhaseRow(
-            "dense",
-            phases["dense"]["test_error"],
-            phases["dense"]["seconds"],
-            phases["dense"].get("how", ""),
-        ),
-        PhaseRow(
-            "pruned",
-            phases["pruned"]["test_error"],
-            phases["pruned"]["seconds"],
-            f"{100 * phases['pruned']['kept_fraction']:.2f}% of weights kept",
-        ),
-        PhaseRow("clustered", q["test_error_clustered"], 0.0, "k-means, before fine-tuning"),
-        PhaseRow("quantized", q["test_error"], q["seconds"], "after centroid fine-tuning"),
-        PhaseRow("decoded", enc["test_error"], enc["seconds"], "model.dcz decoded"),
-    ]
-    return RunReport(
-        model=recipe.model,
-        dataset=recipe.dataset,
-        recipe_digest=recipe.digest(),
-        original_bytes=original,
-        stages=tuple(stages),
-        phases=tuple(rows),
-        kept_fraction=phases["pruned"]["kept_fraction"],
-        layers=tuple(summary["layers"]),
-        breakdown=summary["breakdown"],
-        streams=tuple(summary["streams"]),
-        total_seconds=round(sum(float(r.seconds) for r in rows), 1),
-    )
 
 
 def copy_final(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:

@@ -27,8 +27,7 @@ from deep_compression.prune import (
     sparsity_report,
     strip_pruning_,
 )
-from deep_compression.prune.core import dropout_inputs
-from deep_compression.prune.schedule import DropoutScaler
+from deep_compression.prune.dropout import DropoutScaler, dropout_inputs
 
 
 @pytest.fixture

@@ -66,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_args(p)
     p.set_defaults(func=run_prune)
 
+    _add_sensitivity(sub)
+    _add_neuron(sub)
+
+
+def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser(
         "sensitivity",
         help="prune one layer at a time, plot accuracy vs. kept fraction, suggest thresholds",
@@ -110,6 +115,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_data_args(s)
     s.set_defaults(func=run_sensitivity)
 
+
+def _add_neuron(sub: argparse._SubParsersAction) -> None:
     n = sub.add_parser(
         "neuron",
         help="smallest subset of a neuron's inputs that keeps its output (the original 'reduce')",

@@ -18,9 +18,8 @@ are never pruned.
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,6 +29,7 @@ from torch.nn.utils import parametrize
 
 from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns, resolve
+from deep_compression.prune.activation import activation_importance, activation_means
 from deep_compression.prune.config import (
     ActivationAware,
     Criterion,
@@ -37,6 +37,7 @@ from deep_compression.prune.config import (
     KeepFraction,
     NoPruning,
     StdThreshold,
+    criteria_from_dict,
 )
 from deep_compression.prune.mask import PruningMask, get_mask, prunable_layers, unparametrize_
 
@@ -48,17 +49,7 @@ __all__ = [
     "strip_pruning_",
     "sparsity_report",
     "activation_means",
-    "dropout_inputs",
-    "DROPOUT_TYPES",
 ]
-
-DROPOUT_TYPES: tuple[type[nn.Module], ...] = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-)
 
 
 # --------------------------------------------------------------------------- report
@@ -205,97 +196,6 @@ def _count(fraction: float, n: int) -> int:
     return max(1, min(n, round(fraction * n)))
 
 
-# --------------------------------------------------------------------------- activations
-
-
-def _conv_patch_abs_sum(layer: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """Sum over batch and output positions of ``|x|`` at every (channel, kernel offset).
-
-    Returns ``(sums (C_in, *kernel), count)``; ``sums / count`` is the mean ``|x|`` that
-    each weight ``w[o, c, k...]`` multiplies (the mean of ``|unfold(x)|``).
-    """
-    dims = len(layer.kernel_size)
-    ax = x.abs()
-    if x.dim() == dims + 1:  # unbatched input
-        ax = ax.unsqueeze(0)
-    pad = layer._reversed_padding_repeated_twice
-    if any(pad):
-        mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
-        ax = nn.functional.pad(ax, pad, mode=mode)
-    spatial = ax.shape[2:]
-    out = [
-        (spatial[d] - layer.dilation[d] * (layer.kernel_size[d] - 1) - 1) // layer.stride[d] + 1
-        for d in range(dims)
-    ]
-    sums = torch.zeros((ax.shape[1], *layer.kernel_size), dtype=torch.float64)
-    for offset in itertools.product(*(range(k) for k in layer.kernel_size)):
-        index = [slice(None), slice(None)]
-        for d in range(dims):
-            start = offset[d] * layer.dilation[d]
-            index.append(slice(start, start + layer.stride[d] * (out[d] - 1) + 1, layer.stride[d]))
-        sums[(slice(None), *offset)] = ax[tuple(index)].sum(dim=[0, *range(2, dims + 2)]).double()
-    return sums, ax.shape[0] * math.prod(out)
-
-
-@torch.no_grad()
-def activation_means(
-    model: nn.Module, layers: Iterable[str], calibration: torch.Tensor, batch_size: int = 256
-) -> dict[str, torch.Tensor]:
-    """Mean ``|x|`` of the input each weight of each named layer multiplies.
-
-    The model runs in eval mode (no dropout) on ``calibration`` (``(N, ...)`` inputs).
-
-    Returns:
-        ``{name: means}`` with ``means`` of shape ``(in_features,)`` for ``Linear`` and
-        ``(C_in, *kernel_size)`` for convolutions.
-    """
-    modules = dict(model.named_modules())
-    sums: dict[str, torch.Tensor] = {}
-    counts: dict[str, int] = {}
-
-    def hook_for(name: str):
-        layer = modules[name]
-
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach()
-            if isinstance(layer, nn.Linear):
-                s = x.abs().reshape(-1, x.shape[-1]).sum(0).double()
-                c = x.numel() // x.shape[-1]
-            else:
-                s, c = _conv_patch_abs_sum(layer, x)
-            sums[name] = sums[name] + s if name in sums else s
-            counts[name] = counts.get(name, 0) + c
-
-        return hook
-
-    names = list(layers)
-    handles = [modules[n].register_forward_pre_hook(hook_for(n)) for n in names]
-    was_training = model.training
-    model.eval()
-    try:
-        for i in range(0, calibration.shape[0], batch_size):
-            model(calibration[i : i + batch_size])
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    missing = [n for n in names if n not in sums]
-    if missing:
-        raise ConfigError(f"layers {missing} were not called in the forward pass")
-    return {n: (sums[n] / max(1, counts[n])).float() for n in names}
-
-
-def _activation_importance(layer: nn.Module, means: torch.Tensor) -> torch.Tensor:
-    """``|w| * mean|x|`` broadcast to the weight's shape (grouped convolutions included)."""
-    w = layer.weight.detach().abs()
-    if isinstance(layer, nn.Linear):
-        return w * means
-    groups = layer.groups
-    out_per_group = w.shape[0] // groups
-    per_group = means.reshape(groups, w.shape[1], *means.shape[1:])
-    return w * per_group.repeat_interleave(out_per_group, dim=0)
-
-
 # --------------------------------------------------------------------------- prune_
 
 
@@ -303,8 +203,6 @@ _CRITERION_TYPES = (StdThreshold, KeepFraction, GlobalMagnitude, ActivationAware
 
 
 def _as_criteria(config: object) -> Mapping[str, Criterion]:
-    from deep_compression.prune.config import criteria_from_dict
-
     if isinstance(config, _CRITERION_TYPES):
         return {"*": config}
     if isinstance(config, Mapping):
@@ -365,7 +263,7 @@ def prune_(
             importance = _rank_kept_first(w.abs(), layer)
             keep = _top_k_mask(importance, _count(crit.keep, w.numel()))
         elif isinstance(crit, ActivationAware):
-            importance = _rank_kept_first(_activation_importance(layer, means[name]), layer)
+            importance = _rank_kept_first(activation_importance(layer, means[name]), layer)
             keep = _top_k_mask(importance, _count(crit.keep, w.numel()))
         else:
             assert isinstance(crit, GlobalMagnitude)
@@ -420,43 +318,3 @@ def strip_pruning_(model: nn.Module) -> nn.Module:
             )
         unparametrize_(layer)
     return model
-
-
-# --------------------------------------------------------------------------- dropout
-
-
-@torch.no_grad()
-def dropout_inputs(model: nn.Module, sample: torch.Tensor) -> dict[str, list[str]]:
-    """For each dropout module, the prunable layers whose output it drops.
-
-    Found by tracing one forward pass on ``sample``: a dropout module follows the last
-    prunable layer called before it (``fc1 -> relu -> drop1`` gives ``drop1: [fc1]``). A
-    module called several times collects every such layer. Modules never called, or
-    called before any prunable layer, are left out.
-    """
-    last: list[str | None] = [None]
-    follows: dict[str, list[str]] = {}
-    handles = []
-    for name, module in model.named_modules():
-        if isinstance(module, DROPOUT_TYPES):
-
-            def on_drop(_m: nn.Module, _a: object, name: str = name) -> None:
-                if last[0] is not None and last[0] not in follows.setdefault(name, []):
-                    follows[name].append(last[0])
-
-            handles.append(module.register_forward_pre_hook(on_drop))
-    for name, layer in prunable_layers(model).items():
-
-        def on_layer(_m: nn.Module, _a: object, _o: object, name: str = name) -> None:
-            last[0] = name
-
-        handles.append(layer.register_forward_hook(on_layer))
-    was_training = model.training
-    model.eval()
-    try:
-        model(sample)
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
-    return {k: v for k, v in follows.items() if v}

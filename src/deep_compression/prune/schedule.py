@@ -46,10 +46,9 @@ from deep_compression.prune.config import (
 )
 from deep_compression.prune.core import (
     SparsityReport,
-    dropout_inputs,
     prune_,
-    sparsity_report,
 )
+from deep_compression.prune.dropout import DropoutScaler
 from deep_compression.recipe_io import load_config, reject_unknown
 from deep_compression.train import TrainConfig, evaluate, fit
 
@@ -61,7 +60,6 @@ __all__ = [
     "load_schedule",
     "calibration_batch",
     "run_schedule",
-    "DropoutScaler",
 ]
 
 # Retraining after pruning: the paper retrains LeNets at about 1/10 of the dense rate.
@@ -192,37 +190,6 @@ def calibration_batch(train: Split, size: int, seed: int) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=gen)[: min(size, len(train))]
     return train.x[idx]
-
-
-class DropoutScaler:
-    """Scale dropout rates with the kept connections: ``D_r = D_o * sqrt(C_r / C_o)``.
-
-    Built before pruning: it records each dropout module's rate ``D_o`` and the kept
-    connections ``C_o`` of the layers it follows (found by tracing one forward pass, see
-    :func:`~deep_compression.prune.core.dropout_inputs`). :meth:`update_` then sets the
-    rates from the current masks.
-    """
-
-    def __init__(self, model: nn.Module, sample: torch.Tensor) -> None:
-        modules = dict(model.named_modules())
-        self.follows = dropout_inputs(model, sample)
-        kept = {r.name: r.kept for r in sparsity_report(model).layers}
-        self.base = {
-            name: (float(modules[name].p), sum(kept[n] for n in layers))
-            for name, layers in self.follows.items()
-            if float(modules[name].p) > 0
-        }
-
-    def update_(self, model: nn.Module) -> dict[str, float]:
-        """Set and return the new rate of every scaled dropout module."""
-        modules = dict(model.named_modules())
-        kept = {r.name: r.kept for r in sparsity_report(model).layers}
-        rates = {}
-        for name, (p0, c0) in self.base.items():
-            c = sum(kept[n] for n in self.follows[name])
-            rates[name] = p0 * math.sqrt(c / c0) if c0 else p0
-            modules[name].p = rates[name]
-        return rates
 
 
 @dataclass(frozen=True)

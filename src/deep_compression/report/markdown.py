@@ -19,9 +19,7 @@ def report_markdown(report: RunReport) -> str:
         [p.phase, _pct(p.test_error), f"{p.seconds:.0f} s" if p.seconds else "-", p.note]
         for p in report.phases
     ]
-    stage_rows = [
-        [s.stage, s.file or "-", f"{s.bytes:,}", f"{s.rate:.1f}x"] for s in report.stages
-    ]
+    stage_rows = [[s.stage, s.file or "-", f"{s.bytes:,}", f"{s.rate:.1f}x"] for s in report.stages]
     layer_rows = [
         [
             row["name"],

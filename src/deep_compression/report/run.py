@@ -1,0 +1,59 @@
+"""The report of a ``compress`` run, assembled from its phases' records."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from deep_compression.dcz import open_dcz
+from deep_compression.dcz.stages import STAGE_NAMES
+from deep_compression.dcz.summary import summarize
+from deep_compression.recipe import Recipe
+from deep_compression.records import PhaseRow, RunReport, StageRow
+
+__all__ = ["build_report"]
+
+
+def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunReport:
+    """The report of a finished run from what each phase recorded in ``pipeline.json``
+    (``phases``) and the final file ``final`` (its per-layer table and byte breakdown)."""
+    enc = phases["encoded"]
+    summary = summarize(open_dcz(final))
+    original = enc["original_bytes"]
+    stages = [StageRow("dense (float32)", original, 1.0)]
+    stages += [
+        StageRow(s, enc["bytes"][s], original / enc["bytes"][s], enc["files"][i])
+        for i, s in enumerate(STAGE_NAMES)
+    ]
+    q = phases["quantized"]
+    rows = [
+        PhaseRow(
+            "dense",
+            phases["dense"]["test_error"],
+            phases["dense"]["seconds"],
+            phases["dense"].get("how", ""),
+        ),
+        PhaseRow(
+            "pruned",
+            phases["pruned"]["test_error"],
+            phases["pruned"]["seconds"],
+            f"{100 * phases['pruned']['kept_fraction']:.2f}% of weights kept",
+        ),
+        PhaseRow("clustered", q["test_error_clustered"], 0.0, "k-means, before fine-tuning"),
+        PhaseRow("quantized", q["test_error"], q["seconds"], "after centroid fine-tuning"),
+        PhaseRow("decoded", enc["test_error"], enc["seconds"], "model.dcz decoded"),
+    ]
+    return RunReport(
+        model=recipe.model,
+        dataset=recipe.dataset,
+        recipe_digest=recipe.digest(),
+        original_bytes=original,
+        stages=tuple(stages),
+        phases=tuple(rows),
+        kept_fraction=phases["pruned"]["kept_fraction"],
+        layers=tuple(summary["layers"]),
+        breakdown=summary["breakdown"],
+        streams=tuple(summary["streams"]),
+        total_seconds=round(sum(float(r.seconds) for r in rows), 1),
+    )
