@@ -11,10 +11,19 @@ SHARED_DATA := $(abspath ../shared/data)
 ifneq ($(wildcard $(SHARED_DATA)/mnist),)
 export DEEP_COMPRESSION_DATA ?= $(SHARED_DATA)
 endif
+# The user cache every command looks in (deep_compression.data.cache_dir).
+CACHE := $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/deep-compression
 
-.PHONY: setup run test lint clean
+.PHONY: setup data run test lint clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed data
+
+# Make the shared MNIST copy findable by every later command, not only by make's: link it
+# into the user cache (nothing is copied; a cache that already holds MNIST is left alone).
+data:
+	@if [ -d "$(SHARED_DATA)/mnist" ] && [ ! -d "$(CACHE)/mnist" ]; then \
+		mkdir -p "$(CACHE)" && ln -sfn "$(SHARED_DATA)/mnist" "$(CACHE)/mnist" && \
+		echo "linked $(SHARED_DATA)/mnist into $(CACHE)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

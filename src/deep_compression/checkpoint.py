@@ -31,7 +31,7 @@ from deep_compression.errors import FormatError
 from deep_compression.fileio import atomic_path
 from deep_compression.records import CheckpointMeta
 
-__all__ = ["save_checkpoint", "save_state", "load_checkpoint", "METADATA_KEY"]
+__all__ = ["save_checkpoint", "save_state", "load_checkpoint", "load_safetensors", "METADATA_KEY"]
 
 METADATA_KEY = "deep_compression"
 _MAX_METADATA_BYTES = 1 << 20
@@ -99,3 +99,15 @@ def load_checkpoint(
     except json.JSONDecodeError as e:
         raise FormatError(f"{path}: metadata is not JSON ({e})") from None
     return state, CheckpointMeta.from_dict(meta, str(path))
+
+
+def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """The tensors of any safetensors file (metadata or not).
+
+    Raises:
+        FormatError: missing, unreadable or not safetensors.
+    """
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FormatError(f"{path}: not a valid safetensors file ({e})") from None

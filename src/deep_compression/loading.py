@@ -20,27 +20,30 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deep_compression.checkpoint import load_checkpoint
+from deep_compression.checkpoint import load_checkpoint, load_safetensors
 from deep_compression.dcz import QuantizedTensor, SparseTensor, Tensor, open_dcz
 from deep_compression.dcz.reader import to_dense
 from deep_compression.errors import ConfigError, FormatError
-from deep_compression.models import build_model, model_names
+from deep_compression.models import make_model
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import QuantizedWeight
-from deep_compression.records import CheckpointMeta
+from deep_compression.records import CheckpointMeta, ModelSpec
 from deep_compression.sparse import SparseLinear, sparsify_
 
 __all__ = [
     "build_from_meta",
     "restore_parametrizations",
     "load_state_",
+    "read_state",
     "load_model",
     "load_dcz",
     "load_any",
@@ -52,18 +55,17 @@ __all__ = [
 _MIN_SPARSITY = 0.5
 
 
-def build_from_meta(meta: CheckpointMeta) -> nn.Module:
-    """The (untrained) built-in model ``meta.model`` describes.
+def build_from_meta(meta: CheckpointMeta, *, allow_code: bool = False) -> nn.Module:
+    """The (untrained) model ``meta.model`` describes.
+
+    A built-in is rebuilt by name; the user's own code (``net.py:name``) only with
+    ``allow_code`` (see :func:`deep_compression.models.make_model`): a file never makes
+    this import code on its own.
 
     Raises:
-        FormatError: the name is not a built-in (a file never makes this import code).
+        ConfigError: the spec names code and ``allow_code`` is not given, or it fails.
     """
-    if meta.model.name not in model_names():
-        raise FormatError(
-            f"{meta.model.name!r} is not a built-in model; pass the model to load into "
-            "(load_dcz(path, model))"
-        )
-    return build_model(meta.model.name, **meta.model.kwargs)
+    return make_model(meta.model.name, meta.model.kwargs, allow_code=allow_code)
 
 
 def _first(keys: Iterable[str], n: int = 3) -> str:
@@ -171,32 +173,136 @@ def restore_parametrizations(
         parametrize.register_parametrization(layer, tensor_name, p, unsafe=True)
 
 
-def load_model(path: str | os.PathLike[str]) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the model stored in a checkpoint and load its weights.
+# Checkpoint suffixes read with torch.load(weights_only=True): tensors and plain
+# containers only, never arbitrary pickled objects.
+TORCH_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
+# Entries of a training checkpoint that hold the weights, in the order they are tried.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
 
-    Returns:
-        ``(model, metadata)`` with the model in eval mode.
+
+def read_state(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], CheckpointMeta | None]:
+    """The tensors of any checkpoint and, if it has them, this project's metadata.
+
+    * this project's safetensors checkpoints (metadata included);
+    * plain safetensors state dicts (no metadata);
+    * PyTorch files (``.pt/.pth/.th/.bin/.ckpt``), read with ``weights_only=True``: a state
+      dict, or a training checkpoint whose ``state_dict`` (or ``model``) entry is one.
+
+    A ``module.`` prefix on every key (``DataParallel``) is stripped; non-tensor entries
+    (step counters, config dicts) are left out.
 
     Raises:
-        FormatError: bad file, or the tensors do not fit the described model.
+        FormatError: unreadable, not a checkpoint, or holding no tensors.
     """
-    state, meta = load_checkpoint(path)
-    model = build_from_meta(meta)
-    restore_parametrizations(model, state, str(path))
-    load_state_(model, state, f"{path} ({meta.model.name})")
-    model.eval()
-    return model, meta
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such checkpoint file")
+    meta = None
+    if path.suffix == ".safetensors":
+        try:
+            state, meta = load_checkpoint(path)
+        except FormatError as e:
+            if "no 'deep_compression' metadata" not in str(e):
+                raise
+            state = load_safetensors(path)
+    elif path.suffix in TORCH_SUFFIXES:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds on bad input
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise FormatError(
+                f"{path}: not a PyTorch checkpoint that loads safely ({first})"
+            ) from None
+        state = _unwrap(obj, path)
+    else:
+        raise FormatError(
+            f"{path}: unknown checkpoint type {path.suffix!r} (expected .safetensors or "
+            f"one of {', '.join(TORCH_SUFFIXES)})"
+        )
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state, meta
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and any(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                obj = inner
+                break
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise FormatError(f"{path}: holds no state dict of tensors")
+
+
+def load_model(
+    path: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    allow_code: bool = False,
+) -> tuple[nn.Module, CheckpointMeta]:
+    """Rebuild the model stored in a checkpoint (see :func:`read_state`) and load its weights.
+
+    Args:
+        path: the checkpoint.
+        model: the model spec (built-in name, ``net.py:name`` or ``package.module:name``)
+            when the file does not say it, or to override what it says.
+        model_args: its keyword arguments (with ``model``).
+        dataset: the dataset, when the file does not say it.
+        allow_code: the model may be the user's own code (imported, so run): the CLI
+            sets it when the user names the model or passes ``--allow-code``.
+
+    Returns:
+        ``(model, metadata)`` with the model in eval mode. A plain state dict gets
+        metadata built from the arguments (stage ``dense``).
+
+    Raises:
+        ConfigError: no model known for a plain state dict, or code not allowed.
+        FormatError: bad file, or the tensors do not fit the model (the first missing and
+            unexpected keys named).
+    """
+    state, meta = read_state(path)
+    if meta is None:
+        if model is None:
+            raise ConfigError(
+                f"{path}: a plain state dict does not say which model it holds: pass --model "
+                "(a built-in name or 'path/to/net.py:name')"
+            )
+        meta = CheckpointMeta(model=ModelSpec(model, model_args or {}), dataset=dataset)
+    elif model is not None:
+        meta = replace(meta, model=ModelSpec(model, model_args or meta.model.kwargs))
+    if dataset is not None:
+        meta = replace(meta, dataset=dataset)
+    net = build_from_meta(meta, allow_code=allow_code)
+    restore_parametrizations(net, state, str(path))
+    load_state_(net, state, f"{path} ({meta.model.name})")
+    net.eval()
+    return net, meta
 
 
 def load_dcz(
-    path: str | os.PathLike[str], model: nn.Module | None = None, *, sparse: bool = False
+    path: str | os.PathLike[str],
+    model: nn.Module | None = None,
+    *,
+    sparse: bool = False,
+    allow_code: bool = False,
 ) -> tuple[nn.Module, CheckpointMeta]:
     """Decode a ``.dcz`` file into a model, in eval mode.
 
     Args:
         path: the file.
-        model: a plain (unparametrized) model to load into; ``None`` rebuilds the built-in
-            model named in the file's metadata.
+        model: a plain (unparametrized) model to load into; ``None`` rebuilds the model
+            the file's metadata names: a built-in, or the user's own code only with
+            ``allow_code`` (a file never makes the reader import code on its own).
         sparse: run the pruned fully connected layers as
             :class:`~deep_compression.sparse.SparseLinear` (CSR) instead of dense
             ``nn.Linear``: every plain ``nn.Linear`` whose weight the file stores pruned
@@ -221,7 +327,7 @@ def load_dcz(
         # parameters instead of copying them in (VGG-16, measured: peak RSS 2.5x -> 1.8x
         # the dense float32 model, load time 1.4 s -> 0.9 s).
         with torch.device("meta"):
-            model = build_from_meta(meta)
+            model = build_from_meta(meta, allow_code=allow_code)
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ConfigError("load_dcz needs a plain model (remove its parametrizations first)")
     swap = _sparse_layer_records(model, records, str(path)) if sparse else {}
@@ -297,9 +403,15 @@ def _replace_module(root: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def load_any(
-    path: str | os.PathLike[str], *, sparse: bool = False
+    path: str | os.PathLike[str],
+    *,
+    sparse: bool = False,
+    model: str | None = None,
+    model_args: Mapping[str, Any] | None = None,
+    dataset: str | None = None,
+    allow_code: bool = False,
 ) -> tuple[nn.Module, CheckpointMeta]:
-    """Rebuild the model stored in ``path`` (``.safetensors`` checkpoint or ``.dcz``), in eval mode.
+    """Rebuild the model stored in ``path`` (any checkpoint, or ``.dcz``), in eval mode.
 
     Args:
         path: the file.
@@ -308,6 +420,7 @@ def load_any(
             stores pruned (see :func:`load_dcz`); for a checkpoint, those
             :func:`~deep_compression.sparse.sparsify_` picks (at least half of the weights
             masked out or zero).
+        model, model_args, dataset, allow_code: as for :func:`load_model`.
 
     Returns:
         ``(model, metadata)``.
@@ -316,11 +429,11 @@ def load_any(
         FormatError: unknown file type or a malformed file.
     """
     path = Path(path)
-    if path.suffix == ".safetensors":
-        model, meta = load_model(path)
-        return (sparsify_(model) if sparse else model), meta
     if path.suffix == ".dcz":
-        return load_dcz(path, sparse=sparse)
-    raise FormatError(
-        f"{path}: unknown model file type {path.suffix!r} (expected .safetensors or .dcz)"
+        into = make_model(model, model_args, allow_code=allow_code) if model is not None else None
+        net, meta = load_dcz(path, into, sparse=sparse, allow_code=allow_code)
+        return net, (replace(meta, dataset=dataset) if dataset is not None else meta)
+    net, meta = load_model(
+        path, model=model, model_args=model_args, dataset=dataset, allow_code=allow_code
     )
+    return (sparsify_(net) if sparse else net), meta

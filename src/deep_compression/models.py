@@ -10,7 +10,13 @@ be rebuilt.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import hashlib
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,6 +32,10 @@ __all__ = [
     "MODELS",
     "build_model",
     "model_names",
+    "is_builtin",
+    "resolve_spec",
+    "make_model",
+    "import_callable",
     "count_parameters",
 ]
 
@@ -158,6 +168,108 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         return MODELS[name](**kwargs)
     except TypeError as e:
         raise ConfigError(f"bad arguments for model {name!r}: {e}") from None
+
+
+def is_builtin(spec: str) -> bool:
+    """Whether ``spec`` names a built-in model (as opposed to the user's own code)."""
+    return spec in MODELS
+
+
+def _check_spec(spec: str) -> tuple[str, str]:
+    target, sep, attr = spec.rpartition(":")
+    if not sep or not target or not attr.isidentifier():
+        raise ConfigError(
+            f"unknown model {spec!r}: give a built-in ({', '.join(model_names())}), a file "
+            "and callable 'path/to/net.py:name', or a module and callable 'package.module:name'"
+        )
+    return target, attr
+
+
+def resolve_spec(spec: str, base_dir: str | os.PathLike[str] | None = None) -> str:
+    """``spec`` with a relative ``file.py`` made absolute against ``base_dir`` (a recipe's
+    directory; default the working directory), so the spec means the same from anywhere.
+    Built-in names and ``package.module:name`` specs are returned unchanged."""
+    if is_builtin(spec):
+        return spec
+    target, attr = _check_spec(spec)
+    if target.endswith(".py") and not Path(target).is_absolute():
+        target = str((Path(base_dir or ".") / target).resolve())
+    return f"{target}:{attr}"
+
+
+def import_callable(spec: str) -> Callable[..., Any]:
+    """The callable ``spec`` (``file.py:name`` or ``package.module:name``) names, imported.
+
+    Runs the file's or module's code: callers check that the user allowed it.
+    """
+    target, attr = _check_spec(spec)
+    if target.endswith(".py"):
+        path = Path(target)
+        if not path.is_file():
+            raise ConfigError(f"model {spec!r}: no such file {path}")
+        # A unique module name per file, so two files both called net.py do not collide.
+        name = (
+            "deep_compression_user_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12]
+        )
+        module = sys.modules.get(name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(name, path)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ConfigError(f"model {spec!r}: cannot import {path}")
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[name] = module
+            try:
+                loader_spec.loader.exec_module(module)
+            except Exception as e:
+                del sys.modules[name]
+                raise ConfigError(f"model {spec!r}: importing {path} failed: {e!r}") from None
+    else:
+        try:
+            module = importlib.import_module(target)
+        except ImportError as e:
+            raise ConfigError(f"model {spec!r}: cannot import {target} ({e})") from None
+    fn = getattr(module, attr, None)
+    if not callable(fn):
+        raise ConfigError(f"model {spec!r}: {target} has no callable {attr!r}")
+    return fn
+
+
+def make_model(
+    spec: str, args: Mapping[str, Any] | None = None, *, allow_code: bool = False
+) -> nn.Module:
+    """Build the model ``spec`` names with keyword arguments ``args``.
+
+    Args:
+        spec: a built-in name (:func:`model_names`), ``"path/to/net.py:name"`` or
+            ``"package.module:name"``: a callable (class or function) returning an
+            ``nn.Module``.
+        args: its keyword arguments (a recipe's ``model_args``).
+        allow_code: importing a file or module runs its code. A spec read from a file
+            (checkpoint, ``.dcz``, recipe) is untrusted input, so code is imported only
+            when the caller says so: the user naming the spec on the command line, or an
+            explicit ``--allow-code``.
+
+    Raises:
+        ConfigError: unknown spec, code not allowed, import failure, bad arguments, or a
+            callable that does not return an ``nn.Module``.
+    """
+    args = dict(args or {})
+    if is_builtin(spec):
+        return build_model(spec, **args)
+    _check_spec(spec)
+    if not allow_code:
+        raise ConfigError(
+            f"model {spec!r} is Python code, and importing it runs that code: pass "
+            "--allow-code (allow_code=True) if you trust it, or --model to name it yourself"
+        )
+    fn = import_callable(spec)
+    try:
+        model = fn(**args)
+    except TypeError as e:
+        raise ConfigError(f"bad arguments for model {spec!r}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"model {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

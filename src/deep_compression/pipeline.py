@@ -21,15 +21,18 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+from torch.utils.data import Dataset
+
 from deep_compression import __version__
-from deep_compression.checkpoint import load_checkpoint, save_checkpoint
-from deep_compression.data import Split, get_spec, load_dataset
+from deep_compression.checkpoint import save_checkpoint
+from deep_compression.data import load_data
 from deep_compression.dcz import open_dcz
 from deep_compression.dcz.stages import stage_blobs
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
-from deep_compression.loading import load_model
-from deep_compression.models import build_model
+from deep_compression.loading import load_model, read_state
+from deep_compression.models import make_model
 from deep_compression.phases import (
     Log,
     encode_phase,
@@ -73,7 +76,7 @@ def _file_digest(path: str | os.PathLike[str]) -> str:
 def phase_digests(recipe: Recipe, source: str) -> dict[str, str]:
     """For each phase, a digest of everything its output depends on (chained)."""
     d = recipe.to_dict()
-    dense = digest(source, d["model"], d["model_kwargs"], d["dataset"], d["seed"], d.get("train"))
+    dense = digest(source, d["model"], d["model_args"], d["dataset"], d["seed"], d.get("train"))
     pruned = digest(dense, d["prune"])
     quantized = digest(pruned, d["quantize"])
     return {
@@ -131,27 +134,36 @@ class _Run:
 
     recipe: Recipe
     run_dir: Path
-    train: Split
-    test: Split
+    train: Dataset
+    test: Dataset
     base: CheckpointMeta
     digests: dict[str, str]
     progress: bool
     log: Log
+    allow_code: bool
 
     def file(self, phase: str) -> Path:
         return self.run_dir / f"{phase}.safetensors"
+
+    def load(self, path: Path) -> tuple[nn.Module, CheckpointMeta]:
+        return load_model(path, allow_code=self.allow_code)
 
 
 def _dense_step(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
     t0 = time.perf_counter()
     if checkpoint is not None:
-        model, _ = load_model(checkpoint)
+        model, _ = load_model(
+            checkpoint,
+            model=run.base.model.name,
+            model_args=run.base.model.kwargs,
+            allow_code=run.allow_code,
+        )
         how = f"loaded {checkpoint}"
         details: dict[str, Any] = {"source": str(checkpoint)}
     else:
         assert run.recipe.train is not None
         seed_everything(run.recipe.seed)
-        model = build_model(run.recipe.model, **run.recipe.model_kwargs)
+        model = make_model(run.recipe.model, run.recipe.model_args, allow_code=run.allow_code)
         run.log(f"[dense] training {run.recipe.model} for {run.recipe.train.epochs} epochs")
         outcome = train_phase(
             model,
@@ -176,14 +188,14 @@ def _dense_step(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
 
 
 def _prune_step(run: _Run) -> dict[str, Any]:
-    model, _ = load_model(run.file("dense"))
+    model, _ = run.load(run.file("dense"))
     # Every finished round is saved (one file, replaced atomically), so an interrupted
     # run resumes after its last round.
     partial = run.run_dir / "pruned-partial.safetensors"
     done_rounds: list[dict[str, Any]] = []
     reference = None
     if partial.is_file():
-        resumed, pm = load_model(partial)
+        resumed, pm = run.load(partial)
         rounds = pm.details.get("rounds", [])
         if pm.details.get("digest") == run.digests["pruned"] and 0 < len(rounds):
             reference, model, done_rounds = model, resumed, list(rounds)
@@ -218,7 +230,7 @@ def _prune_step(run: _Run) -> dict[str, Any]:
 
 
 def _quantize_step(run: _Run) -> dict[str, Any]:
-    model, meta = load_model(run.file("pruned"))
+    model, meta = run.load(run.file("pruned"))
     outcome = quantize_phase(
         model, run.recipe.quantize, run.train, run.test, progress=run.progress, log=run.log
     )
@@ -233,7 +245,7 @@ def _quantize_step(run: _Run) -> dict[str, Any]:
 
 
 def _encode_step(run: _Run) -> dict[str, Any]:
-    model, meta = load_model(run.file("quantized"))
+    model, meta = run.load(run.file("quantized"))
     final = run.run_dir / STAGE_FILES["P+Q+H"]
     # The file carries the compact metadata (its header counts in the rate); the phase
     # details stay in the checkpoints and the report.
@@ -260,18 +272,18 @@ def _encode_step(run: _Run) -> dict[str, Any]:
 
 def _source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMeta | None]:
     """A description of the starting point (for the digests) and the checkpoint's
-    metadata, after checking that checkpoint and recipe agree."""
+    metadata (None for a plain state dict), after checking that checkpoint and recipe
+    agree."""
     if checkpoint is None:
         if recipe.train is None:
             raise ConfigError("no dense checkpoint given and the recipe has no [train] table")
         return "train from scratch", None
-    _, meta = load_checkpoint(checkpoint)
-    if meta.model.name != recipe.model:
+    _, meta = read_state(checkpoint)
+    if meta is not None and meta.model.name != recipe.model:
         raise ConfigError(f"{checkpoint} holds {meta.model.name}, the recipe is for {recipe.model}")
-    if meta.dataset is not None and meta.dataset != recipe.dataset:
-        raise ConfigError(
-            f"{checkpoint} was trained on {meta.dataset}, the recipe is for {recipe.dataset}"
-        )
+    label = recipe.dataset.label
+    if meta is not None and meta.dataset is not None and meta.dataset != label:
+        raise ConfigError(f"{checkpoint} was trained on {meta.dataset}, the recipe is for {label}")
     source = f"checkpoint {Path(checkpoint).resolve()} {_file_digest(checkpoint)}"
     return source, meta
 
@@ -284,6 +296,7 @@ def compress(
     data_dir: str | os.PathLike[str] | None = None,
     restart: bool = False,
     force: bool = False,
+    allow_code: bool = False,
     progress: bool = True,
     log: Log = default_log,
 ) -> RunReport:
@@ -298,6 +311,8 @@ def compress(
         restart: discard the run state in ``run_dir`` and start over.
         force: ``run_dir`` may hold a run of another recipe or checkpoint: reuse the
             phases that still match and redo the rest (replacing their files).
+        allow_code: the recipe's model or dataset may be the user's own Python code
+            (``net.py:name``), imported and so run.
         progress: progress bars (or log lines) through training phases.
         log: where progress lines go.
 
@@ -312,7 +327,7 @@ def compress(
     run_dir = Path(run_dir)
     ckpt = Path(checkpoint) if checkpoint is not None else None
     source, ckpt_meta = _source(recipe, ckpt)
-    recipe.check_layers(build_model(recipe.model, **recipe.model_kwargs))
+    recipe.check_layers(make_model(recipe.model, recipe.model_args, allow_code=allow_code))
     digests = phase_digests(recipe, source)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"run directory {run_dir}: is a file")
@@ -324,17 +339,17 @@ def compress(
             "the phases that changed, --restart to start over, or choose another --out-dir"
         )
     state.recipe_digest = run_key
-    train, test = load_dataset(recipe.dataset, data_dir)
-    spec = get_spec(recipe.dataset)
+    data = load_data(recipe.dataset, data_dir, allow_code=allow_code)
     base = CheckpointMeta(
-        model=ckpt_meta.model if ckpt_meta else ModelSpec(recipe.model, recipe.model_kwargs),
-        dataset=recipe.dataset,
-        preprocessing=spec.preprocessing,
+        model=ckpt_meta.model if ckpt_meta else ModelSpec(recipe.model, recipe.model_args),
+        dataset=recipe.dataset.label,
+        preprocessing=data.info.preprocessing,
         seed=recipe.seed,
+        details={"dataset_source": recipe.dataset.to_dict()},
     )
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.json", recipe.to_dict())
-    run = _Run(recipe, run_dir, train, test, base, digests, progress, log)
+    run = _Run(recipe, run_dir, data.train, data.test, base, digests, progress, log, allow_code)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "dense": lambda: _dense_step(run, ckpt),
         "pruned": lambda: _prune_step(run),

@@ -1,7 +1,9 @@
 """The recipe: one TOML file that says what :func:`deep_compression.pipeline.compress`
 does, mapped one-to-one onto :class:`Recipe`::
 
-    model = "lenet-300-100"      # a built-in model name
+    model = "lenet-300-100"      # a built-in name, "path/to/net.py:name" (relative to the
+                                 # recipe) or "package.module:name"
+    model_args = { }             # keyword arguments of that callable
     dataset = "mnist"
     seed = 0
     [train]                      # deep_compression.train.TrainConfig (dense training,
@@ -19,15 +21,16 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from deep_compression.data import get_spec
+from deep_compression.data import DatasetConfig
 from deep_compression.encode import EncodeConfig
 from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns
-from deep_compression.models import model_names
+from deep_compression.models import resolve_spec
 from deep_compression.prune import PruneSchedule, prunable_layers
 from deep_compression.quantize import QuantizeConfig, layer_bits
 from deep_compression.recipe_io import from_table, load_config
@@ -51,24 +54,31 @@ class Recipe:
     quantize: QuantizeConfig
     encode: EncodeConfig = field(default_factory=EncodeConfig)
     train: TrainConfig | None = None
-    dataset: str = "mnist"
-    model_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model_args: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.model not in model_names():
-            raise ConfigError(
-                f"unknown model {self.model!r}; choose one of {', '.join(model_names())}"
-            )
-        get_spec(self.dataset)  # validates the name
+        if not isinstance(self.model, str):
+            raise ConfigError(f"model must be a string, got {self.model!r}")
+        resolve_spec(self.model)  # a built-in or a well-formed 'file.py:name' spec
+        if not isinstance(self.dataset, DatasetConfig):
+            raise ConfigError(f"dataset must be a DatasetConfig, got {self.dataset!r}")
         seed = self.seed
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        if not isinstance(self.model_kwargs, Mapping):
-            raise ConfigError(f"model_kwargs must be a table, got {self.model_kwargs!r}")
+        if not isinstance(self.model_args, Mapping):
+            raise ConfigError(f"model_args must be a table, got {self.model_args!r}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "recipe") -> Recipe:
+    def from_dict(
+        cls,
+        d: Mapping[str, Any],
+        where: str = "recipe",
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> Recipe:
+        """From the recipe's tables; paths in it (model file, dataset) are relative to
+        ``base_dir`` (the recipe's directory)."""
         for key in ("model", "prune", "quantize"):
             if isinstance(d, Mapping) and key not in d:
                 raise ConfigError(f"{where}: missing {key!r}")
@@ -81,15 +91,20 @@ class Recipe:
                 "prune": lambda v, w: PruneSchedule.from_dict(v),
                 "quantize": lambda v, w: QuantizeConfig.from_dict(v),
                 "encode": lambda v, w: EncodeConfig.from_dict(v),
-                "model_kwargs": lambda v, w: dict(v) if isinstance(v, Mapping) else v,
+                "model_args": lambda v, w: dict(v) if isinstance(v, Mapping) else v,
+                "dataset": lambda v, w: DatasetConfig.from_value(v, base_dir),
+                "model": lambda v, w: resolve_spec(v, base_dir) if isinstance(v, str) else v,
             },
         )
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
             "model": self.model,
-            "model_kwargs": dict(self.model_kwargs),
-            "dataset": self.dataset,
+            "model_args": dict(self.model_args),
+            # A built-in stays its name, so older run digests still match.
+            "dataset": self.dataset.root
+            if self.dataset.format == "builtin"
+            else self.dataset.to_dict(),
             "seed": self.seed,
             "prune": self.prune.to_dict(),
             "quantize": self.quantize.to_dict(),
@@ -114,10 +129,12 @@ class Recipe:
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:
-    """Read a recipe TOML file.
+    """Read a recipe TOML file; a model file or dataset it names is taken relative to the
+    recipe.
 
     Raises:
         ConfigError: unreadable, invalid TOML, or invalid content (the message names the
             file and the field).
     """
-    return load_config(path, Recipe.from_dict)
+    base = Path(path).resolve().parent
+    return load_config(path, lambda d: Recipe.from_dict(d, base_dir=base))

@@ -304,11 +304,11 @@ def find_dataset_dir(
 
 @dataclass(frozen=True)
 class Split:
-    """One split of a dataset as tensors.
+    """One split of a dataset as in-memory tensors; also a map-style torch ``Dataset``.
 
     Attributes:
-        x: ``(N, 1, 28, 28)`` float32, normalised with the dataset's mean and std.
-        y: ``(N,)`` int64 class labels in ``0..9``.
+        x: ``(N, C, H, W)`` float32, normalised with the dataset's mean and std.
+        y: ``(N,)`` int64 class labels.
     """
 
     x: torch.Tensor
@@ -316,6 +316,9 @@ class Split:
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
 
 
 def load_dataset(

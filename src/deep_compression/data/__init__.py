@@ -1,0 +1,34 @@
+"""Data: the built-in IDX datasets (MNIST, Fashion-MNIST; :mod:`~deep_compression.data.idx`)
+and the user's own (image folders, ``.npz`` arrays, callables;
+:mod:`~deep_compression.data.sources`)."""
+
+from deep_compression.data.folder import ImageFolder
+from deep_compression.data.idx import (
+    DATASETS,
+    DatasetSpec,
+    Split,
+    cache_dir,
+    find_dataset_dir,
+    get_spec,
+    load_dataset,
+    read_idx,
+)
+from deep_compression.data.info import FORMATS, Data, DatasetConfig, DatasetInfo
+from deep_compression.data.sources import load_data
+
+__all__ = [
+    "DATASETS",
+    "FORMATS",
+    "Data",
+    "DatasetConfig",
+    "DatasetInfo",
+    "DatasetSpec",
+    "ImageFolder",
+    "Split",
+    "cache_dir",
+    "find_dataset_dir",
+    "get_spec",
+    "load_data",
+    "load_dataset",
+    "read_idx",
+]
