@@ -476,6 +476,7 @@ def refuse_wrapped(model: nn.Module) -> None:
     model compressed here fits one device, so DistributedDataParallel (one full replica per
     rank) is what :func:`~deep_compression.train.fit` uses.
     """
+
     # Both FSDP generations (the FullyShardedDataParallel wrapper and fully_shard's FSDPModule
     # subclasses) come from torch.distributed.fsdp; checking the class hierarchy by module
     # name avoids importing it (0.9 s) in runs that never touch FSDP.

@@ -282,9 +282,7 @@ def _loader(dataset: Dataset, collate: Any, **kwargs: Any) -> DataLoader:
 
 
 @torch.inference_mode()
-def _evaluate_part(
-    model: nn.Module, data: Data, part: range, batch_size: int
-) -> tuple[float, int]:
+def _evaluate_part(model: nn.Module, data: Data, part: range, batch_size: int) -> tuple[float, int]:
     """Summed cross-entropy and number of correct predictions over items ``part`` of ``data``."""
     dev = _model_device(model)
     total_loss, correct = 0.0, 0
