@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import inspect
 import os
 import re
 from collections.abc import Callable, Iterator
@@ -514,5 +515,10 @@ def wrap_ddp(model: nn.Module) -> nn.Module:
         return model
     refuse_wrapped(model)
     ids = [local_rank()] if device().type == "cuda" else None
+    ddp = nn.parallel.DistributedDataParallel
+    # torch 2.13 renamed the switch (and deprecated the old name with a warning); the new
+    # one still syncs buffers once at construction, which is harmless: they are equal.
+    params = inspect.signature(ddp.__init__).parameters
+    no_sync = "forward_sync_buffers" if "forward_sync_buffers" in params else "broadcast_buffers"
     with collective_errors("wrapping the model in DistributedDataParallel"):
-        return nn.parallel.DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        return ddp(model, device_ids=ids, **{no_sync: False})

@@ -80,14 +80,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train and save; under torchrun every rank trains its share of each batch, rank 0
+    alone prints and writes the checkpoint (see docs/DISTRIBUTED.md)."""
+    from deep_compression import distributed
+
+    setup_threads(args.threads)
+    if args.out.suffix != ".safetensors":
+        raise ConfigError(f"--out {args.out}: checkpoints are .safetensors files")
+    with distributed.session():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from deep_compression import distributed
     from deep_compression.checkpoint import save_checkpoint
     from deep_compression.data import get_spec, load_dataset
     from deep_compression.models import build_model, count_parameters
     from deep_compression.train import TrainConfig, fit, seed_everything
 
-    setup_threads(args.threads)
-    if args.out.suffix != ".safetensors":
-        raise ConfigError(f"--out {args.out}: checkpoints are .safetensors files")
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -99,15 +109,20 @@ def run_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         seed=args.seed,
     )
+    main = distributed.is_main()
+    ranks = distributed.world_size()
     kwargs = {} if args.dropout is None else {"dropout": args.dropout}
-    seed_everything(args.seed)  # initial weights
-    model = build_model(args.model, **kwargs)
+    seed_everything(args.seed)  # initial weights: the same on every rank
+    model = build_model(args.model, **kwargs).to(distributed.device())
     train, test = load_dataset(args.dataset, args.data_dir)
-    print(
-        f"training {args.model} ({count_parameters(model):,} parameters) on {args.dataset}: "
-        f"{len(train):,} train / {len(test):,} test images, {config.epochs} epochs"
-    )
+    if main:
+        on = f" on {ranks} processes (global batch {config.batch_size})" if ranks > 1 else ""
+        print(
+            f"training {args.model} ({count_parameters(model):,} parameters) on {args.dataset}: "
+            f"{len(train):,} train / {len(test):,} test images, {config.epochs} epochs{on}"
+        )
     t0 = time.perf_counter()
+    # fit checks the ranks' models bit-identical before and after training.
     result = fit(model, train, test, config, progress=progress_enabled())
     seconds = time.perf_counter() - t0
     meta = {
@@ -120,16 +135,27 @@ def run_train(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "train_config": config.to_dict(),
         "train_seconds": round(seconds, 1),
+        "world_size": ranks,
     }
-    save_checkpoint(args.out, model, meta)
-    print(
-        f"test error {100 * result.test_error:.2f}% after {config.epochs} epochs "
-        f"({seconds:.0f}s, {result.seconds_per_epoch:.1f}s/epoch); saved {args.out}"
-    )
+    distributed.run_on_main(lambda: save_checkpoint(args.out, model, meta), f"writing {args.out}")
+    if main:
+        print(
+            f"test error {100 * result.test_error:.2f}% after {config.epochs} epochs "
+            f"({seconds:.0f}s, {result.seconds_per_epoch:.1f}s/epoch); saved {args.out}"
+        )
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate a file; under torchrun the test set is split across ranks, rank 0 prints."""
+    from deep_compression import distributed
+
+    with distributed.session():
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from deep_compression import distributed
     from deep_compression.data import load_dataset
     from deep_compression.evaluate import load_any
     from deep_compression.train import evaluate
@@ -138,13 +164,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, meta = load_any(args.model_file, sparse=args.sparse)
     dataset = args.dataset or meta.get("dataset", "mnist")
     _, test = load_dataset(dataset, args.data_dir)
-    if args.sparse:
+    main = distributed.is_main()
+    if args.sparse and main:
         from deep_compression.sparse import sparse_layers
 
         layers = sparse_layers(model)
         listed = ", ".join(f"{n} ({100 * m.density:.1f}% kept)" for n, m in layers.items())
         print(f"sparse (CSR) layers: {listed or 'none'}")
     loss, acc = evaluate(model, test, args.batch_size)
+    if not main:
+        return 0
     print(
         f"{args.model_file}: {meta['model']['name']} on {dataset} test: "
         f"error {100 * (1 - acc):.2f}% (accuracy {100 * acc:.2f}%, loss {loss:.4f}, "
