@@ -497,5 +497,38 @@ def test_bad_environment_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> N
     assert not dist.is_initialized()
 
 
+@pytest.mark.mnist
+def test_train_command_under_torchrun(mnist, run_cli, tmp_path: Path) -> None:
+    """``torchrun --nproc-per-node 2 -m deep_compression train``: one line of output per
+    message (rank 0 prints), one checkpoint (rank 0 writes), and the sharded evaluation
+    gives exactly the accuracy of one process (0 epochs: both hold the seeded initial
+    weights)."""
+    out = tmp_path / "two.safetensors"
+    args = ["train", "--model", "lenet-300-100", "--epochs", "0", "--threads", "1"]
+    src = str(Path(deep_compression.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    proc = subprocess.run(
+        [*launcher, "--nproc-per-node", "2", "-m", "deep_compression", *args, "--out", str(out)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=WORKER_TIMEOUT_S,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.count("training lenet-300-100") == 1 and "on 2 processes" in proc.stdout
+    assert proc.stdout.count("test error") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["two.safetensors"]
+    one = tmp_path / "one.safetensors"
+    single = run_cli(*args, "--out", str(one))
+    assert single.returncode == 0, single.stderr
+    from deep_compression.checkpoint import load_checkpoint
+
+    (state2, meta2), (state1, meta1) = load_checkpoint(out), load_checkpoint(one)
+    assert meta2["world_size"] == 2 and meta1["world_size"] == 1
+    assert meta2["test_accuracy"] == meta1["test_accuracy"]
+    assert all(torch.equal(state1[k], state2[k]) for k in state1)
+
+
 if __name__ == "__main__":
     raise SystemExit(_worker_main(sys.argv[1], sys.argv[2]))
