@@ -201,6 +201,19 @@ def scenario_primitives(out: Path) -> None:
     except DistributedError as e:
         messages["main"] = str(e)
     assert dist.run_on_main(lambda: "ok", "writing") == ("ok" if r == 0 else None)
+
+    # Non-tensor decisions (what a resumed run skips) compared by digest.
+    dist.check_same_value("skip dense, pruned", "resume")
+    try:
+        dist.check_same_value(f"skip {'dense' if r == 0 else 'nothing'}", "resume")
+    except DistributedError as e:
+        messages["value"] = str(e)
+
+    # Sessions nest: an inner one (a command inside the CLI's) leaves the group open.
+    with dist.session() as active:
+        assert active
+    assert dist.is_initialized()
+    dist.barrier()
     (out / f"messages-rank{r}.json").write_text(json.dumps(messages))
     print("PASS")
 
@@ -373,6 +386,9 @@ def test_primitives_on_two_ranks(phases) -> None:
         assert "after quantization" in m["layout"] and "different state-dict" in m["layout"]
         assert "before train" in m["fit"] and "'fc2.bias'" in m["fit"]
     assert messages[0]["mask"] == messages[1]["mask"]  # every rank stops with the same error
+    assert (
+        messages[0]["value"] == messages[1]["value"] == "resume: rank(s) [1] disagree with rank 0"
+    )
     assert messages[0]["main"] == "OSError: disk full"
     assert "writing model.dcz failed on rank 0" in messages[1]["main"]
     bn = [load_file(str(tmp_path / f"bn-rank{r}.safetensors")) for r in (0, 1)]

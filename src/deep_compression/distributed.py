@@ -10,7 +10,7 @@ few collective steps a phase needs:
   masks, cluster indices and codebooks live there, as parametrizations);
 - :func:`check_same_across_ranks`: a checksum of every state-dict tensor, compared across
   ranks after a phase; a difference raises :class:`DistributedError` naming the phase and
-  the first differing tensor;
+  the first differing tensor (:func:`check_same_value` does the same for a string);
 - :func:`shard`, :func:`all_reduce_sum`: split an evaluation across ranks and add up;
 - :func:`run_on_main`: rank 0 alone writes a file, and every rank learns whether it worked;
 - :func:`collective_errors`: a dead or hung rank becomes a one-line
@@ -23,6 +23,7 @@ initialise anything. See docs/DISTRIBUTED.md for the launch commands and semanti
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import hashlib
 import inspect
@@ -56,6 +57,7 @@ __all__ = [
     "broadcast_buffers_",
     "state_checksums",
     "check_same_across_ranks",
+    "check_same_value",
     "shard",
     "all_reduce_sum",
     "all_reduce_sum_",
@@ -76,6 +78,7 @@ ENV_TIMEOUT = "DEEP_COMPRESSION_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300.0
 
 _owned_group = False  # True when init_from_env created the group (shutdown destroys it)
+_session_depth = 0
 
 
 def _env_int(name: str) -> int | None:
@@ -168,6 +171,8 @@ def init_from_env(*, backend: str | None = None) -> bool:
             f"within {timeout:.0f} s ({_short(e)})"
         ) from None
     _owned_group = True
+    # fit() joins the group by itself when a script did not; leave it cleanly at exit then.
+    atexit.register(shutdown)
     return True
 
 
@@ -181,15 +186,19 @@ def shutdown() -> None:
 
 @contextmanager
 def session(*, backend: str | None = None) -> Iterator[bool]:
-    """``with session():`` around a command: :func:`init_from_env`, then :func:`shutdown`.
-
-    Yields whether this process is one of several ranks.
+    """``with session():`` around a command: :func:`init_from_env`, then :func:`shutdown`
+    when the outermost session ends (sessions nest: the CLI's ``main`` and a command may
+    both open one). Yields whether this process is one of several ranks.
     """
+    global _session_depth
     active = init_from_env(backend=backend)
+    _session_depth += 1
     try:
         yield active
     finally:
-        shutdown()
+        _session_depth -= 1
+        if _session_depth == 0:
+            shutdown()
 
 
 def is_initialized() -> bool:
@@ -398,6 +407,25 @@ def check_same_across_ranks(model: nn.Module, phase: str) -> None:
             f"(rank(s) {ranks} differ from rank 0); {int(differs.sum())} of {len(names)} "
             "state-dict tensors differ"
         )
+
+
+def check_same_value(value: str | bytes, phase: str) -> None:
+    """Raise unless every rank passes the same ``value`` (a digest is compared, not the
+    value): for decisions that are not tensors, e.g. which phases a resumed run skips, the
+    recipe's digest, the dataset a rank loaded. A no-op in one process.
+
+    Raises:
+        DistributedError: naming ``phase`` and the ranks whose value differs from rank 0's.
+    """
+    if world_size() <= 1:
+        return
+    data = value.encode() if isinstance(value, str) else bytes(value)
+    h = hashlib.blake2b(data, digest_size=8).digest()
+    mine = torch.tensor([int.from_bytes(h, "little", signed=True)], dtype=torch.int64)
+    values = [int(t) for t in _all_gather(mine, phase)]
+    odd = [r for r, v in enumerate(values) if v != values[0]]
+    if odd:
+        raise DistributedError(f"{phase}: rank(s) {odd} disagree with rank 0")
 
 
 def shard(n: int) -> range:
