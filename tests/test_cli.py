@@ -31,7 +31,7 @@ def test_help_for_every_subcommand(capsys: pytest.CaptureFixture[str]) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["train", "--model", "vgg", "--out", "x.safetensors"], "invalid choice: 'vgg'"),
+        (["train", "--model", "vgg", "--out", "x.safetensors"], "unknown model 'vgg'"),
         (["train", "--model", "lenet-5", "--epochs", "-3", "--out", "x"], "not an integer >= 0"),
         (["evaluate", "/no/such/file.safetensors"], "no such file"),
         (["frobnicate"], "invalid choice"),

@@ -10,7 +10,13 @@ This module imports nothing heavy, so the torch-free decoder can use it.
 
 from __future__ import annotations
 
-__all__ = ["DeepCompressionError", "ConfigError", "DataError", "FormatError"]
+__all__ = [
+    "DeepCompressionError",
+    "ConfigError",
+    "DataError",
+    "FormatError",
+    "DistributedError",
+]
 
 
 class DeepCompressionError(Exception):
@@ -27,3 +33,8 @@ class DataError(DeepCompressionError):
 
 class FormatError(DeepCompressionError):
     """A ``.dcz`` or checkpoint file is malformed or untrusted input failed validation."""
+
+
+class DistributedError(DeepCompressionError):
+    """A multi-process run went wrong: a rank died or timed out, or the ranks' models
+    differ after a phase (names the phase, and the first differing tensor)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from types import MappingProxyType
 from typing import NoReturn
 
 __all__ = [
@@ -19,6 +20,9 @@ __all__ = [
     "nonnegative_float",
     "existing_file",
     "add_data_args",
+    "add_model_args",
+    "model_args_of",
+    "dataset_of",
     "setup_threads",
 ]
 
@@ -138,3 +142,64 @@ def progress_enabled() -> bool:
     """Progress goes to stderr: bars on a terminal, a line every few seconds elsewhere
     (see :mod:`deep_compression.progress`); ``DEEP_COMPRESSION_PROGRESS=0`` turns it off."""
     return os.environ.get("DEEP_COMPRESSION_PROGRESS", "1") != "0"
+
+
+def _model_arg(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``; VALUE is read as JSON (numbers, true, lists...), else as a string."""
+    import json
+
+    key, sep, value = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE (e.g. depth=20)")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) -> None:
+    """``--model SPEC``, ``--model-arg KEY=VALUE`` and ``--allow-code``."""
+    parser.add_argument(
+        "--model",
+        required=required,
+        metavar="SPEC",
+        help="a built-in model (lenet-300-100, lenet-5, small-cnn, vgg-16...), or your own: "
+        "'path/to/net.py:name' or 'package.module:name', a callable returning the nn.Module "
+        "(naming it here allows importing it)"
+        + ("" if required else "; default: what the file says"),
+    )
+    parser.add_argument(
+        "--model-arg",
+        action="append",
+        type=_model_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of --model, repeatable (VALUE read as JSON if it parses)",
+    )
+    parser.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="allow importing the Python code a file or recipe names as its model or dataset",
+    )
+
+
+def model_args_of(args: argparse.Namespace) -> dict[str, object]:
+    return dict(args.model_arg)
+
+
+def dataset_of(text: str | None, meta_dataset: object = None, details: object = None):  # type: ignore[no-untyped-def]
+    """The :class:`~deep_compression.data.DatasetConfig` of ``--dataset`` (a built-in name,
+    an image folder or an .npz file), else the one a checkpoint records."""
+    from deep_compression.data import DatasetConfig
+    from deep_compression.errors import ConfigError
+
+    if text is not None:
+        return DatasetConfig.from_value(text)
+    source = details.get("dataset_source") if isinstance(details, dict | MappingProxyType) else None
+    if source is not None:
+        return DatasetConfig.from_value(source)
+    from deep_compression.data import DATASETS
+
+    if isinstance(meta_dataset, str) and meta_dataset in DATASETS:
+        return DatasetConfig.from_value(meta_dataset)
+    raise ConfigError("the file does not say its dataset: pass --dataset")

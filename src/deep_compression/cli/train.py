@@ -6,9 +6,12 @@ import argparse
 
 from deep_compression.cli._common import (
     add_data_args,
+    add_model_args,
     add_out_arg,
     check_out,
+    dataset_of,
     existing_file,
+    model_args_of,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -16,23 +19,29 @@ from deep_compression.cli._common import (
     progress_enabled,
     setup_threads,
 )
-from deep_compression.errors import ConfigError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from deep_compression.data import DATASETS
-    from deep_compression.models import model_names
-
     p = sub.add_parser(
         "train",
         help="train a dense model and save a checkpoint",
-        description="Train a built-in model from scratch and save a safetensors checkpoint "
-        "with its metadata (model, dataset, accuracy, seed, training config).",
+        description="Train a model (built-in or your own) from scratch and save a "
+        "safetensors checkpoint with its metadata (model, dataset, preprocessing, error, "
+        "seed, training config). Runs unchanged under torchrun: every rank trains its "
+        "share of each global batch, rank 0 prints and writes (docs/DISTRIBUTED.md).",
     )
-    p.add_argument("--model", required=True, choices=model_names(), help="built-in model")
-    p.add_argument("--dataset", default="mnist", choices=sorted(DATASETS), help="dataset")
+    add_model_args(p, required=True)
+    p.add_argument(
+        "--dataset",
+        default="mnist",
+        metavar="DATASET",
+        help="a built-in (mnist, fashion-mnist), an image folder DIR (DIR/train/<class>/*, "
+        "DIR/test/<class>/*) or an .npz file",
+    )
     p.add_argument("--epochs", type=nonnegative_int, default=20, help="passes over the data")
-    p.add_argument("--batch-size", type=positive_int, default=128, help="images per step")
+    p.add_argument(
+        "--batch-size", type=positive_int, default=128, help="images per step (global batch)"
+    )
     p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="optimizer")
     p.add_argument("--lr", type=positive_float, default=0.05, help="initial learning rate")
     p.add_argument("--momentum", type=nonnegative_float, default=0.9, help="SGD momentum")
@@ -46,16 +55,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="learning-rate schedule: cosine to 0, step (x0.1 at 50%% and 75%%) or constant",
     )
     p.add_argument(
-        "--augment",
-        type=nonnegative_int,
-        default=0,
-        help="random shifts of up to N pixels (0: none)",
+        "--augment", type=nonnegative_int, default=0, help="random shifts of up to N pixels"
     )
     p.add_argument(
         "--dropout",
         type=nonnegative_float,
         default=None,
-        help="dropout rate (default: the model's own)",
+        help="dropout rate of a built-in model (default: the model's own)",
     )
     p.add_argument(
         "--seed", type=nonnegative_int, default=0, help="seeds initial weights, order, dropout"
@@ -67,18 +73,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "evaluate",
         help="print the test error of a checkpoint or .dcz file",
-        description="Evaluate a checkpoint (.safetensors) or compressed model (.dcz) on the "
-        "test split of the dataset recorded in it.",
+        description="Evaluate a checkpoint (this project's, a plain safetensors state dict, "
+        "or a PyTorch .pt/.pth/.th file) or a compressed model (.dcz) on the test split of "
+        "its dataset. Under torchrun the test set is split across ranks.",
     )
     e.add_argument(
-        "model_file", metavar="FILE", type=existing_file, help="a .safetensors checkpoint or .dcz"
+        "model_file", metavar="FILE", type=existing_file, help="a checkpoint or a .dcz file"
     )
     e.add_argument(
         "--dataset",
-        choices=sorted(DATASETS),
         default=None,
-        help="override the dataset recorded in the file",
+        metavar="DATASET",
+        help="a built-in name, an image folder or an .npz file (default: what the file says)",
     )
+    add_model_args(e)
     e.add_argument("--batch-size", type=positive_int, default=1000, help="images per batch")
     e.add_argument(
         "--sparse",
@@ -91,15 +99,25 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    """Train and save; under torchrun every rank trains its share of each batch, rank 0
+    alone prints and writes the checkpoint (see docs/DISTRIBUTED.md)."""
+    from deep_compression import distributed
+
+    setup_threads(args.threads)
+    check_out(args, ".safetensors")
+    with distributed.session():
+        return _train(args)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from deep_compression import distributed
     from deep_compression.checkpoint import save_checkpoint
-    from deep_compression.data import get_spec, load_dataset
-    from deep_compression.models import build_model, count_parameters
+    from deep_compression.data import DatasetConfig, load_data
+    from deep_compression.models import count_parameters, make_model
     from deep_compression.phases import train_phase
     from deep_compression.records import CheckpointMeta, ModelSpec
     from deep_compression.train import TrainConfig, seed_everything
 
-    setup_threads(args.threads)
-    check_out(args, ".safetensors")
     config = TrainConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
@@ -111,53 +129,86 @@ def run_train(args: argparse.Namespace) -> int:
         augment=args.augment,
         seed=args.seed,
     )
-    kwargs = {} if args.dropout is None else {"dropout": args.dropout}
-    seed_everything(args.seed)  # initial weights
-    model = build_model(args.model, **kwargs)
-    train, test = load_dataset(args.dataset, args.data_dir)
-    print(
-        f"training {args.model} ({count_parameters(model):,} parameters) on {args.dataset}: "
-        f"{len(train):,} train / {len(test):,} test images, {config.epochs} epochs"
+    main = distributed.is_main()
+    ranks = distributed.world_size()
+    kwargs = model_args_of(args)
+    if args.dropout is not None:
+        kwargs["dropout"] = args.dropout
+    dataset = DatasetConfig.from_value(args.dataset)
+    data = load_data(dataset, args.data_dir, allow_code=args.allow_code)
+    seed_everything(args.seed)  # initial weights: the same on every rank
+    model = make_model(args.model, kwargs, allow_code=True).to(distributed.device())
+    if main:
+        on = f" on {ranks} processes (global batch {config.batch_size})" if ranks > 1 else ""
+        print(
+            f"training {args.model} ({count_parameters(model):,} parameters) on "
+            f"{dataset.label}: {len(data.train):,} train / {len(data.test):,} test images, "
+            f"{config.epochs} epochs{on}"
+        )
+    # fit checks the ranks' models bit-identical before and after training; the phase's
+    # own summary line is left out (the command prints one below, on rank 0).
+    outcome = train_phase(
+        model, data.train, data.test, config, progress=progress_enabled(), log=lambda _: None
     )
-    outcome = train_phase(model, train, test, config, progress=progress_enabled(), log=print)
     meta = CheckpointMeta(
         model=ModelSpec(args.model, kwargs),
         stage="dense",
-        dataset=args.dataset,
-        preprocessing=get_spec(args.dataset).preprocessing,
+        dataset=dataset.label,
+        preprocessing=data.info.preprocessing,
         seed=args.seed,
         test_error=outcome.test_error,
-        details={"train": outcome.details()},
+        details={
+            "train": {**outcome.details(), "world_size": ranks},
+            "dataset_source": dataset.to_dict(),
+        },
     )
-    save_checkpoint(args.out, model, meta)
-    print(
-        f"test error {100 * outcome.test_error:.2f}% after {config.epochs} epochs "
-        f"({outcome.seconds:.0f}s, {outcome.result.seconds_per_epoch:.1f}s/epoch); "
-        f"saved {args.out}"
-    )
+    distributed.run_on_main(lambda: save_checkpoint(args.out, model, meta), f"writing {args.out}")
+    if main:
+        print(
+            f"test error {100 * outcome.test_error:.2f}% after {config.epochs} epochs "
+            f"({outcome.seconds:.0f}s, {outcome.result.seconds_per_epoch:.1f}s/epoch); "
+            f"saved {args.out}"
+        )
     return 0
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from deep_compression.data import load_dataset
+    """Evaluate a file; under torchrun the test set is split across ranks, rank 0 prints."""
+    from deep_compression import distributed
+
+    setup_threads(args.threads)
+    with distributed.session():
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from deep_compression import distributed
+    from deep_compression.data import load_data
     from deep_compression.loading import load_any
     from deep_compression.sparse import sparse_layers
     from deep_compression.train import evaluate
 
-    setup_threads(args.threads)
-    model, meta = load_any(args.model_file, sparse=args.sparse)
-    dataset = args.dataset or meta.dataset
-    if dataset is None:
-        raise ConfigError(f"{args.model_file} does not say its dataset; pass --dataset")
-    _, test = load_dataset(dataset, args.data_dir)
-    if args.sparse:
+    model, meta = load_any(
+        args.model_file,
+        sparse=args.sparse,
+        model=args.model,
+        model_args=model_args_of(args),
+        allow_code=args.allow_code or args.model is not None,
+    )
+    dataset = dataset_of(args.dataset, meta.dataset, meta.details)
+    data = load_data(
+        dataset, args.data_dir, allow_code=args.allow_code, preprocessing=meta.preprocessing
+    )
+    main = distributed.is_main()
+    if args.sparse and main:
         layers = sparse_layers(model)
         listed = ", ".join(f"{n} ({100 * m.density:.1f}% kept)" for n, m in layers.items())
         print(f"sparse (CSR) layers: {listed or 'none'}")
-    loss, acc = evaluate(model, test, args.batch_size)
-    print(
-        f"{args.model_file}: {meta.model.name} on {dataset} test: "
-        f"error {100 * (1 - acc):.2f}% (accuracy {100 * acc:.2f}%, loss {loss:.4f}, "
-        f"{len(test):,} images)"
-    )
+    loss, acc = evaluate(model, data.test, args.batch_size)
+    if main:
+        print(
+            f"{args.model_file}: {meta.model.name} on {dataset.label} test: "
+            f"error {100 * (1 - acc):.2f}% (accuracy {100 * acc:.2f}%, loss {loss:.4f}, "
+            f"{len(data.test):,} images)"
+        )
     return 0
