@@ -20,3 +20,49 @@ def test_missing_default() -> None:
 def test_typo_rejected() -> None:
     with pytest.raises(ConfigError, match="'fc4' matches no layer"):
         check_patterns({"*": 1, "fc4": 2}, ["fc1", "fc2"], "bits")
+
+
+class _Linear:
+    pass
+
+
+class _Conv2d:
+    pass
+
+
+class _Depthwise(_Conv2d):  # a subclass counts as its base type
+    pass
+
+
+NESTED = {
+    "conv1": _Conv2d(),
+    "layer1.0.conv1": _Conv2d(),
+    "layer1.0.conv2": _Depthwise(),
+    "layer1.0.shortcut.conv": _Conv2d(),
+    "blocks.3.mlp.fc1": _Linear(),
+    "head": _Linear(),
+}
+
+
+def test_nested_names_and_types() -> None:
+    """A dotless pattern reaches nested layers by their last name; a type key selects by
+    class (bases included); a dotted pattern matches full names; exact names win."""
+    cfg = {"*": 1, "conv*": 2, "type:_Linear": 3, "layer1.*": 4, "layer1.0.conv2": 5}
+    from deep_compression.layer_config import layer_kinds
+
+    kinds = layer_kinds(NESTED)
+    got = {n: resolve(cfg, n, "bits", kinds[n]) for n in NESTED}
+    assert got == {
+        "conv1": 2,
+        "layer1.0.conv1": 4,  # full-name pattern beats last-part pattern
+        "layer1.0.conv2": 5,
+        "layer1.0.shortcut.conv": 4,
+        "blocks.3.mlp.fc1": 3,
+        "head": 3,
+    }
+    assert (
+        resolve({"*": 0, "type:_Conv2d": 9}, "layer1.0.conv2", "bits", kinds["layer1.0.conv2"]) == 9
+    )
+    check_patterns(cfg, NESTED, "bits")
+    with pytest.raises(ConfigError, match="'type:Conv1d' matches no layer"):
+        check_patterns({"type:Conv1d": 1}, NESTED, "bits")

@@ -42,7 +42,7 @@ from deep_compression.dcz import (
     write_dcz,
 )
 from deep_compression.errors import ConfigError
-from deep_compression.layer_config import check_patterns, resolve
+from deep_compression.layer_config import check_patterns, layer_kinds, resolve
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import QuantizedWeight
 from deep_compression.recipe_io import from_table
@@ -133,7 +133,8 @@ def _gap_bits_for(
         bits = gap_bits
     else:
         # A mapping without "*" falls back to the layer type's default for unmatched layers.
-        bits = resolve({"*": default, **gap_bits}, module_name, "gap_bits")
+        kinds = layer_kinds({module_name: module})[module_name]
+        bits = resolve({"*": default, **gap_bits}, module_name, "gap_bits", kinds)
     if bits == "auto":
         return best_gap_bits(positions, coder)
     if isinstance(bits, bool) or not isinstance(bits, int):
@@ -152,8 +153,8 @@ def model_tensors(
         gap_bits: gap field width: ``None`` for the paper's defaults (5 for ``Linear``,
             8 for ``ConvNd``), an int for every layer, ``"auto"`` (per layer, the width
             that makes the gap stream smallest under ``coder``), or a per-layer mapping of
-            those such as ``{"*": 5, "conv*": 8, "fc1": "auto"}`` (layers it does not
-            match keep the default).
+            those such as ``{"*": 5, "type:Conv*": 8, "fc1": "auto"}`` (keys as in
+            :mod:`deep_compression.layer_config`; layers not matched keep the default).
         coder: the coder the file will use (only ``"auto"`` gap widths depend on it).
 
     Raises:
@@ -163,9 +164,11 @@ def model_tensors(
         raise ConfigError(f"coder must be one of {', '.join(CODER_CHOICES)}, got {coder!r}")
     modules = dict(model.named_modules())
     names = _plain_names(model)
-    sparse_layers = [
-        mod for mod, t in names.values() if parametrize.is_parametrized(modules[mod], t)
-    ]
+    sparse_layers = {
+        mod: modules[mod]
+        for mod, t in names.values()
+        if parametrize.is_parametrized(modules[mod], t)
+    }
     if isinstance(gap_bits, Mapping):
         check_patterns(gap_bits, sparse_layers, "gap_bits")
     records: list[Tensor] = []

@@ -121,7 +121,7 @@ class Recipe:
     def check_layers(self, model: nn.Module) -> None:
         """Every per-layer key of the recipe must match a layer of ``model``: checked
         before any training, so a typo costs seconds, not a pruning run."""
-        layers = list(prunable_layers(model))
+        layers = prunable_layers(model)
         for i, r in enumerate(self.prune.rounds, start=1):
             check_patterns(r.criteria, layers, f"prune.rounds[{i}].criteria")
         layer_bits(model, self.quantize)

@@ -138,7 +138,7 @@ def test_load_errors(lenet5, tmp_path: Path) -> None:
         encode_model(lenet5, path, metadata={})
     encode_model(lenet5, path)  # no metadata: the class is recorded, never imported
     assert open_dcz(path).metadata["model"]["name"] == "deep_compression.models:LeNet5"
-    with pytest.raises(FormatError, match="not a built-in model; pass the model"):
+    with pytest.raises(ConfigError, match="is Python code.*--allow-code"):
         load_dcz(path)
     load_dcz(path, build_model("lenet-5"))
 

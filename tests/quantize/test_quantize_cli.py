@@ -99,7 +99,7 @@ def test_quantize_recipe_and_options(mnist, tmp_path: Path, run_cli) -> None:
         (["--bits", "fc1=17"], "quantize.bits['fc1'] must be an integer in 1..16, got 17"),
         (["--bits", "*=0"], "quantize.bits['*'] must be an integer in 1..16, got 0"),
         (["--bits", "fc9=3", "--bits", "*=4"], "key 'fc9' matches no layer"),
-        (["--bits", "fc1=3"], "no quantize.bits for layer 'fc2'"),
+        (["--bits", "type:Conv2d=3"], "key 'type:Conv2d' matches no layer"),
         (["--bits", "fc1=x"], "'fc1=x' is not PATTERN=BITS"),
         (["--bits", "*=3", "--bits", "*=4"], "--bits gives '*' twice"),
         (["--init", "kmeans++"], "invalid choice: 'kmeans++'"),

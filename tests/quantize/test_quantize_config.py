@@ -18,8 +18,8 @@ from deep_compression.train import TrainConfig
 
 def test_defaults() -> None:
     c = QuantizeConfig()
-    assert dict(c.bits) == {"*": 5, "conv*": 8} == dict(DEFAULT_BITS)
-    assert c.init == "linear" and c.finetune == FINETUNE_DEFAULTS and c.uses_default_bits
+    assert dict(c.bits) == {} and dict(DEFAULT_BITS) == {"conv": 8, "other": 5}
+    assert c.init == "linear" and c.finetune == FINETUNE_DEFAULTS
 
 
 def test_bits_table_is_read_only() -> None:
@@ -54,7 +54,6 @@ def test_finetune_keys_not_given_take_the_finetune_defaults() -> None:
     [
         ({"bitz": {"*": 5}}, r"quantize: unknown keys \['bitz'\]"),
         ({"bits": 5}, "quantize.bits must be a table"),
-        ({"bits": {}}, "quantize.bits must be a non-empty table"),
         ({"bits": {"*": 0}}, r"quantize.bits\['\*'\] must be an integer in 1..16, got 0"),
         ({"bits": {"*": 17}}, r"must be an integer in 1..16, got 17"),
         ({"init": "kmeans++"}, "quantize.init must be one of linear, density, forgy, optimal"),

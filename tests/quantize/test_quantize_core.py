@@ -315,9 +315,10 @@ def test_bits_patterns_checked() -> None:
     model = build_model("lenet-300-100")
     with pytest.raises(ConfigError, match="key 'fc4' matches no layer"):
         quantize_(model, QuantizeConfig(bits={"*": 5, "fc4": 3}))
-    with pytest.raises(ConfigError, match="no quantize.bits for layer 'fc2'"):
-        quantize_(model, QuantizeConfig(bits={"fc1": 3}))
-    # The default table's "conv*" may match nothing; it is the default, not a typo.
+    with pytest.raises(ConfigError, match="key 'type:Conv2d' matches no layer"):
+        quantize_(model, QuantizeConfig(bits={"type:Conv2d": 3}))
+    # Layers no key matches get the paper's defaults by type: 8 for conv, 5 otherwise.
+    assert layer_bits(model, QuantizeConfig(bits={"fc1": 3})) == {"fc1": 3, "fc2": 5, "fc3": 5}
     assert layer_bits(model, QuantizeConfig()) == {"fc1": 5, "fc2": 5, "fc3": 5}
     assert layer_bits(build_model("lenet-5"), QuantizeConfig()) == {
         "conv1": 8,

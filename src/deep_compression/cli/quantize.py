@@ -42,8 +42,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "store the layer as codebook[indices] * mask, and fine-tune the centroids on the "
         "training set (assignments fixed, pruned weights stay exactly zero). Works on "
         "pruned and dense checkpoints (quantization only). Settings come from the "
-        "[quantize] table of --recipe, then the options below; without either, bits are "
-        "'*=5' and 'conv*=8'.",
+        "[quantize] table of --recipe, then the options below; layers no --bits key "
+        "matches get the paper's bits: 8 for convolutions, 5 for everything else.",
     )
     p.add_argument(
         "checkpoint", metavar="CHECKPOINT", type=existing_file, help="trained or pruned checkpoint"
@@ -60,8 +60,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         type=_bits,
         action="append",
         metavar="PATTERN=N",
-        help="index bits of the layers a name or pattern matches, 1..16; repeatable "
-        "(e.g. --bits '*=5' --bits 'conv*=8'); replaces the recipe's or default table",
+        help="index bits of the layers a key matches, 1..16; repeatable: '*=5', "
+        "'conv*=8' (nested layers too), 'layer1.*=6', 'type:Linear=4', 'fc1=3'; replaces "
+        "the recipe's table",
     )
     p.add_argument(
         "--init",

@@ -28,7 +28,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deep_compression.errors import ConfigError
-from deep_compression.layer_config import check_patterns, resolve
+from deep_compression.layer_config import check_patterns, layer_kinds, resolve
 from deep_compression.prune.activation import activation_importance, activation_means
 from deep_compression.prune.config import (
     ActivationAware,
@@ -239,7 +239,8 @@ def prune_(
     if not layers:
         raise ConfigError("the model has no Linear or Conv layer to prune")
     check_patterns(criteria, layers, "pruning criteria")
-    chosen = {name: resolve(criteria, name, "pruning criterion") for name in layers}
+    kinds = layer_kinds(layers)
+    chosen = {n: resolve(criteria, n, "pruning criterion", kinds[n]) for n in layers}
 
     needs_acts = [n for n, c in chosen.items() if isinstance(c, ActivationAware)]
     means: dict[str, torch.Tensor] = {}

@@ -42,7 +42,8 @@ __all__ = [
 ]
 
 # The paper's LeNet-5 / AlexNet choice: 8 bits for convolutions, 5 for everything else.
-DEFAULT_BITS: Mapping[str, int] = MappingProxyType({"*": 5, "conv*": 8})
+# Applied by layer type to every layer that no key of ``bits`` matches.
+DEFAULT_BITS: Mapping[str, int] = MappingProxyType({"conv": 8, "other": 5})
 
 # QuantizedWeight stores at most 2**16 centroids; indices are written as up to 16 bits.
 MAX_BITS = 16
@@ -71,9 +72,11 @@ class QuantizeConfig:
     """How to quantize: per-layer bits, centroid initialisation, Lloyd, fine-tuning.
 
     Attributes:
-        bits: index bits per layer, ``{"*": default, "conv*": ..., "fc1": ...}``, each in
-            ``1..16``; a layer gets ``k = 2**bits`` shared values (fewer if it has fewer
-            distinct surviving weights). Every quantized layer must be matched by a key.
+        bits: index bits per layer, ``{"*": default, "type:Conv2d": ..., "fc1": ...}``
+            (keys as in :mod:`deep_compression.layer_config`), each in ``1..16``; a layer
+            gets ``k = 2**bits`` shared values (fewer if it has fewer distinct surviving
+            weights). Layers no key matches get the paper's 8 bits for convolutions and
+            5 for everything else; a key that matches no layer is an error.
         init: centroid initialisation: ``"linear"`` (the paper's best), ``"density"``,
             ``"forgy"`` or ``"optimal"`` (exact 1-D k-means).
         lloyd_iterations: at most this many Lloyd iterations after the initialisation
@@ -88,7 +91,7 @@ class QuantizeConfig:
             accuracy is measured after rounding.
     """
 
-    bits: Mapping[str, int] = field(default_factory=lambda: DEFAULT_BITS)
+    bits: Mapping[str, int] = field(default_factory=dict)
     init: str = "linear"
     lloyd_iterations: int = 20_000
     seed: int = 0
@@ -98,10 +101,8 @@ class QuantizeConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.float16, bool):
             raise ConfigError(f"quantize.float16 must be true or false, got {self.float16!r}")
-        if not isinstance(self.bits, Mapping) or not self.bits:
-            raise ConfigError(
-                f"quantize.bits must be a non-empty table of layer -> bits, got {self.bits!r}"
-            )
+        if not isinstance(self.bits, Mapping):
+            raise ConfigError(f"quantize.bits must be a table of layer -> bits, got {self.bits!r}")
         for key, value in self.bits.items():
             if not isinstance(key, str) or not key:
                 raise ConfigError(f"quantize.bits: keys must be layer names, got {key!r}")
@@ -119,11 +120,6 @@ class QuantizeConfig:
         # The generated hash would hash the (unhashable) read-only mapping.
         key = (tuple(sorted(self.bits.items())), self.init, self.lloyd_iterations, self.seed)
         return hash((*key, self.finetune, self.float16))
-
-    @property
-    def uses_default_bits(self) -> bool:
-        """True when ``bits`` is the default table (whose ``conv*`` may match no layer)."""
-        return dict(self.bits) == dict(DEFAULT_BITS)
 
     def to_dict(self) -> dict[str, Any]:
         """The ``[quantize]`` table (inverse of :meth:`from_dict`)."""

@@ -24,10 +24,10 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deep_compression.layer_config import check_patterns, resolve
+from deep_compression.layer_config import check_patterns, layer_kinds, resolve
 from deep_compression.progress import progress_bar
 from deep_compression.prune.mask import PruningMask, get_mask, prunable_layers, unparametrize_
-from deep_compression.quantize.config import QuantizeConfig
+from deep_compression.quantize.config import DEFAULT_BITS, QuantizeConfig
 from deep_compression.quantize.kmeans import kmeans_1d
 from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
 from deep_compression.table import format_table
@@ -137,14 +137,18 @@ def layer_bits(model: nn.Module, config: QuantizeConfig) -> dict[str, int]:
     """The bits of every ``Linear``/``ConvNd`` layer of ``model`` under ``config``.
 
     Raises:
-        ConfigError: a ``bits`` key matches no layer (a typo such as ``"fc4"``), or a layer
-            is matched by no key and there is no ``"*"`` default.
+        ConfigError: a ``bits`` key matches no layer (a typo such as ``"fc4"``). Layers
+            no key matches get the paper's default (8 bits for convolutions, else 5).
     """
     layers = prunable_layers(model)
-    if not config.uses_default_bits:
-        # The default's "conv*" may match nothing (LeNet-300-100); a user's typo must not.
-        check_patterns(config.bits, layers, "quantize.bits")
-    return {name: resolve(config.bits, name, "quantize.bits") for name in layers}
+    check_patterns(config.bits, layers, "quantize.bits")
+    kinds = layer_kinds(layers)
+    out = {}
+    for name in layers:
+        conv = any(k.startswith("Conv") for k in kinds[name])
+        default = DEFAULT_BITS["conv" if conv else "other"]
+        out[name] = resolve({"*": default, **config.bits}, name, "quantize.bits", kinds[name])
+    return out
 
 
 def quantize_(
