@@ -260,7 +260,7 @@ def make_model(
     if not allow_code:
         raise ConfigError(
             f"model {spec!r} is Python code, and importing it runs that code: pass "
-            "--allow-code (allow_code=True) if you trust it, or --model to name it yourself"
+            "--allow-code (allow_code=True) if you trust it"
         )
     fn = import_callable(spec)
     try:

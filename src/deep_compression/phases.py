@@ -25,6 +25,7 @@ from typing import Any
 
 from torch import nn
 
+from deep_compression.batchnorm import reestimate_batchnorm_
 from deep_compression.data import Split
 from deep_compression.encode import EncodeConfig, EncodeReport, encode_model
 from deep_compression.errors import DeepCompressionError
@@ -261,13 +262,19 @@ def quantize_phase(
 ) -> QuantizeOutcome:
     """Trained quantization of ``model`` in place, everything ``config`` says:
     k-means weight sharing (:func:`~deep_compression.quantize.quantize_`), centroid
-    fine-tuning (``config.finetune``), then float16 rounding (``config.float16``)."""
+    fine-tuning (``config.finetune``), BatchNorm statistics measured again
+    (``config.bn_batches``), then float16 rounding (``config.float16``)."""
     t0 = time.perf_counter()
     clustered_report = quantize_(model, config, progress=progress)
     clustered = test_error(model, test)
     log(f"[quantize] k-means ({config.init}): test error {_pct(clustered)}")
     if config.finetune.epochs:
         fit(model, train, test, config.finetune, progress=progress, desc="centroid fine-tune")
+    reestimated = reestimate_batchnorm_(model, train, config.bn_batches, seed=config.seed)
+    if reestimated:
+        log(
+            f"[quantize] re-estimated {reestimated} BatchNorm layers on {config.bn_batches} batches"
+        )
     rounded = round_float16_(model) if config.float16 else 0
     if config.float16:
         log(f"[quantize] rounded {rounded} codebook and bias values to float16")

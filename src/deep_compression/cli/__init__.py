@@ -2,6 +2,8 @@
 
 Each subcommand lives in its own module of this package and exposes
 ``add_parser(subparsers)``, which registers the subcommand with ``func=run`` as default.
+Subcommand modules import the torch-side stages inside their ``run`` functions, so
+``--help`` and the numpy-only commands (``decode``, ``info``) start without loading torch.
 Every error a user can cause surfaces as a :class:`~deep_compression.errors.DeepCompressionError`
 and is printed here on one line with a non-zero exit status, never as a traceback.
 """
@@ -18,7 +20,7 @@ from deep_compression.errors import DeepCompressionError
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules in the order --help lists them (the order of the pipeline).
-_COMMANDS = ("train", "prune", "quantize", "dcz", "compress")
+_COMMANDS = ("train", "prune", "quantize", "dcz", "compress", "export")
 
 
 def build_parser() -> OneLineParser:

@@ -10,6 +10,7 @@ from deep_compression.cli._common import (
     add_data_args,
     add_force_arg,
     check_out,
+    dataset_of,
     existing_file,
     progress_enabled,
     setup_threads,
@@ -65,6 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--restart", action="store_true", help="discard a previous run in --out-dir, start over"
     )
     c.add_argument("--no-plots", action="store_true", help="skip the plots")
+    c.add_argument(
+        "--allow-code",
+        action="store_true",
+        help="allow importing the Python code the recipe names as its model or dataset",
+    )
     add_data_args(c)
     c.set_defaults(func=run_compress)
 
@@ -78,6 +84,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     r.add_argument("run_dir", metavar="RUN_DIR", type=Path, help="a compress run directory")
     r.add_argument("--no-sensitivity", action="store_true", help="skip the sensitivity curves")
+    r.add_argument("--allow-code", action="store_true", help="allow importing the run's model code")
     add_data_args(r)
     r.set_defaults(func=run_report)
 
@@ -90,20 +97,25 @@ def _print_report(report, run_dir: Path) -> None:  # type: ignore[no-untyped-def
     print(f"report: {run_dir / 'report.md'} and report.json")
 
 
-def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool) -> None:  # type: ignore[no-untyped-def]
+def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code: bool) -> None:  # type: ignore[no-untyped-def]
     """Load the run's three checkpoints (and the test data for the sensitivity curves)
     and draw every plot into ``run_dir/plots``."""
-    from deep_compression.data import load_dataset
+    from deep_compression.data import load_data
     from deep_compression.loading import load_model
     from deep_compression.prune.sensitivity import sensitivity_analysis, write_csv
     from deep_compression.report.plots import write_run_plots
 
-    dense, _ = load_model(run_dir / "dense.safetensors")
-    pruned, _ = load_model(run_dir / "pruned.safetensors")
-    quantized, _ = load_model(run_dir / "quantized.safetensors")
+    dense, _ = load_model(run_dir / "dense.safetensors", allow_code=allow_code)
+    pruned, _ = load_model(run_dir / "pruned.safetensors", allow_code=allow_code)
+    quantized, meta = load_model(run_dir / "quantized.safetensors", allow_code=allow_code)
     result = None
     if sensitivity:
-        _, test = load_dataset(report.dataset, data_dir)
+        test = load_data(
+            dataset_of(None, meta.dataset, meta.details),
+            data_dir,
+            allow_code=allow_code,
+            preprocessing=meta.preprocessing,
+        ).test
         result = sensitivity_analysis(
             dense, test, _SENSITIVITY_THRESHOLDS, progress=progress_enabled()
         )
@@ -136,10 +148,11 @@ def run_compress(args: argparse.Namespace) -> int:
         data_dir=args.data_dir,
         restart=args.restart,
         force=args.force,
+        allow_code=args.allow_code,
         progress=progress_enabled(),
     )
     if not args.no_plots:
-        _write_plots(run_dir, report, args.data_dir, sensitivity=True)
+        _write_plots(run_dir, report, args.data_dir, True, args.allow_code)
     _print_report(report, run_dir)
     if out is not None:
         print(f"copied the final file to {copy_final(run_dir, out)}")
@@ -157,6 +170,6 @@ def run_report(args: argparse.Namespace) -> int:
         report = RunReport.from_dict(json.loads(path.read_text()), str(path))
     except ValueError as e:
         raise ConfigError(f"{path}: not JSON ({e})") from None
-    _write_plots(args.run_dir, report, args.data_dir, sensitivity=not args.no_sensitivity)
+    _write_plots(args.run_dir, report, args.data_dir, not args.no_sensitivity, args.allow_code)
     _print_report(report, args.run_dir)
     return 0

@@ -35,6 +35,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import Dataset
 
 from deep_compression.data import Split
 from deep_compression.errors import ConfigError
@@ -185,11 +186,14 @@ def load_schedule(path: str | os.PathLike[str]) -> PruneSchedule:
     return load_config(path, PruneSchedule.from_dict, "prune")
 
 
-def calibration_batch(train: Split, size: int, seed: int) -> torch.Tensor:
-    """A fixed, seeded random slice of ``size`` training images ``(size, ...)``."""
+def calibration_batch(train: Dataset, size: int, seed: int) -> torch.Tensor:
+    """A fixed, seeded random slice of ``size`` training inputs ``(size, ...)``, from a
+    :class:`~deep_compression.data.Split` or any map-style dataset of ``(x, y)``."""
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=gen)[: min(size, len(train))]
-    return train.x[idx]
+    if isinstance(train, Split):
+        return train.x[idx]
+    return torch.stack([torch.as_tensor(train[int(i)][0]) for i in idx])
 
 
 @dataclass(frozen=True)
@@ -249,7 +253,9 @@ def run_schedule(
     n = len(schedule.rounds)
     if not 0 <= start <= n:
         raise ConfigError(f"start must be in 0..{n} (finished rounds), got {start}")
-    calibration = calibration_batch(train, schedule.calibration_size, schedule.calibration_seed)
+    # The dropout scaler needs one input; the activation-aware criterion the whole slice.
+    size = schedule.calibration_size if schedule.needs_calibration else 1
+    calibration = calibration_batch(train, size, schedule.calibration_seed)
     base = reference if reference is not None else model
     scaler = DropoutScaler(base, calibration[:1]) if schedule.scale_dropout else None
     results = []

@@ -88,7 +88,10 @@ class QuantizeConfig:
         float16: after fine-tuning, round every codebook and every bias of a quantized
             layer to the nearest float16 value (relative change <= 2^-11), so the ``.dcz``
             file stores them in 2 bytes instead of 4, losslessly. Beyond the paper; the
-            accuracy is measured after rounding.
+            accuracy is measured after rounding. BatchNorm parameters and statistics
+            (stored dense) are rounded too.
+        bn_batches: after fine-tuning, re-estimate every BatchNorm layer's running
+            statistics on this many training batches (0: keep them).
     """
 
     bits: Mapping[str, int] = field(default_factory=dict)
@@ -97,6 +100,7 @@ class QuantizeConfig:
     seed: int = 0
     finetune: TrainConfig = FINETUNE_DEFAULTS
     float16: bool = False
+    bn_batches: int = 0
 
     def __post_init__(self) -> None:
         if not isinstance(self.float16, bool):
@@ -113,17 +117,18 @@ class QuantizeConfig:
             raise ConfigError(f"quantize.init must be one of {', '.join(INITS)}, got {self.init!r}")
         _check_int(self.lloyd_iterations, "quantize.lloyd_iterations", 0)
         _check_int(self.seed, "quantize.seed", 0)
+        _check_int(self.bn_batches, "quantize.bn_batches", 0)
         if not isinstance(self.finetune, TrainConfig):
             raise ConfigError(f"quantize.finetune must be a TrainConfig, got {self.finetune!r}")
 
     def __hash__(self) -> int:
         # The generated hash would hash the (unhashable) read-only mapping.
         key = (tuple(sorted(self.bits.items())), self.init, self.lloyd_iterations, self.seed)
-        return hash((*key, self.finetune, self.float16))
+        return hash((*key, self.finetune, self.float16, self.bn_batches))
 
     def to_dict(self) -> dict[str, Any]:
         """The ``[quantize]`` table (inverse of :meth:`from_dict`)."""
-        return {
+        d = {
             "bits": dict(self.bits),
             "init": self.init,
             "lloyd_iterations": self.lloyd_iterations,
@@ -131,6 +136,9 @@ class QuantizeConfig:
             "finetune": self.finetune.to_dict(),
             "float16": self.float16,
         }
+        if self.bn_batches:  # only when used: recipes without it keep their digests
+            d["bn_batches"] = self.bn_batches
+        return d
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "quantize") -> QuantizeConfig:

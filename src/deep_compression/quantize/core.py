@@ -212,9 +212,14 @@ def quantize_(
     return quantization_report(model)
 
 
+_NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
+
+
 @torch.no_grad()
 def round_float16_(model: nn.Module) -> int:
-    """Round the codebook and the bias of every quantized layer to float16 values, in place.
+    """Round to float16 values, in place: the codebook and the bias of every quantized
+    layer, and the parameters and running statistics of every normalisation layer
+    (BatchNorm, LayerNorm, GroupNorm: stored dense in the file).
 
     The tensors stay float32; their values become exactly representable in binary16, which
     the ``.dcz`` writer then stores in 2 bytes each without loss. The relative change of
@@ -224,16 +229,21 @@ def round_float16_(model: nn.Module) -> int:
     Returns:
         The number of values changed.
     """
-    changed = 0
+    tensors: list[torch.Tensor] = []
     for layer in prunable_layers(model).values():
         q = quantized_weight(layer)
         if q is None:
             continue
-        tensors = [q.codebook] + ([layer.bias] if getattr(layer, "bias", None) is not None else [])
-        for t in tensors:
-            rounded = t.to(torch.float16).to(t.dtype)
-            changed += int((rounded != t).sum())
-            t.copy_(rounded)
+        tensors += [q.codebook] + ([layer.bias] if getattr(layer, "bias", None) is not None else [])
+    for m in model.modules():
+        if isinstance(m, _NORM_TYPES):
+            tensors += [t for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
+                        if t.is_floating_point()]  # fmt: skip
+    changed = 0
+    for t in tensors:
+        rounded = t.to(torch.float16).to(t.dtype)
+        changed += int((rounded != t).sum())
+        t.copy_(rounded)
     return changed
 
 

@@ -46,7 +46,7 @@ def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunR
     ]
     return RunReport(
         model=recipe.model,
-        dataset=recipe.dataset,
+        dataset=recipe.dataset.label,
         recipe_digest=recipe.digest(),
         original_bytes=original,
         stages=tuple(stages),
