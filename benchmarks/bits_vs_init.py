@@ -114,8 +114,8 @@ def main() -> int:
     import torch
 
     from deep_compression.checkpoint import load_checkpoint
-    from deep_compression.loading import load_model
     from deep_compression.data import load_dataset
+    from deep_compression.loading import load_model
     from deep_compression.prune import prunable_layers
     from deep_compression.train import evaluate
 

@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from torch import nn
+from torch.utils.data import Dataset
 
 from deep_compression.batchnorm import reestimate_batchnorm_
-from deep_compression.data import Split
 from deep_compression.encode import EncodeConfig, EncodeReport, encode_model
 from deep_compression.errors import DeepCompressionError
 from deep_compression.loading import load_dcz
@@ -71,7 +71,7 @@ def _pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
-def test_error(model: nn.Module, split: Split) -> float:
+def test_error(model: nn.Module, split: Dataset) -> float:
     """Top-1 error of ``model`` on ``split`` (a fraction)."""
     return 1.0 - evaluate(model, split)[1]
 
@@ -102,8 +102,8 @@ class TrainOutcome:
 
 def train_phase(
     model: nn.Module,
-    train: Split,
-    test: Split,
+    train: Dataset,
+    test: Dataset,
     config: TrainConfig,
     *,
     progress: bool = True,
@@ -161,8 +161,8 @@ class PruneOutcome:
 def prune_phase(
     model: nn.Module,
     schedule: PruneSchedule,
-    train: Split,
-    test: Split,
+    train: Dataset,
+    test: Dataset,
     *,
     progress: bool = True,
     log: Log = default_log,
@@ -254,8 +254,8 @@ class QuantizeOutcome:
 def quantize_phase(
     model: nn.Module,
     config: QuantizeConfig,
-    train: Split,
-    test: Split,
+    train: Dataset,
+    test: Dataset,
     *,
     progress: bool = True,
     log: Log = default_log,
@@ -313,7 +313,7 @@ def encode_phase(
     config: EncodeConfig,
     meta: CheckpointMeta,
     *,
-    test: Split | None = None,
+    test: Dataset | None = None,
     log: Log = default_log,
 ) -> EncodeOutcome:
     """Write ``model`` to the ``.dcz`` file ``path`` with ``meta``, then decode it again.

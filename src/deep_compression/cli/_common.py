@@ -23,6 +23,8 @@ __all__ = [
     "add_model_args",
     "model_args_of",
     "dataset_of",
+    "add_input_args",
+    "load_input",
     "setup_threads",
 ]
 
@@ -203,3 +205,41 @@ def dataset_of(text: str | None, meta_dataset: object = None, details: object = 
     if isinstance(meta_dataset, str) and meta_dataset in DATASETS:
         return DatasetConfig.from_value(meta_dataset)
     raise ConfigError("the file does not say its dataset: pass --dataset")
+
+
+def add_input_args(parser: argparse.ArgumentParser) -> None:
+    """What a command reading a checkpoint accepts besides it: ``--model`` (and its
+    arguments, ``--allow-code``) and ``--dataset`` for files that do not say them."""
+    add_model_args(parser)
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        metavar="DATASET",
+        help="a built-in name, an image folder or an .npz file (default: what the checkpoint says)",
+    )
+
+
+def load_input(args: argparse.Namespace, *, data: bool = True):  # type: ignore[no-untyped-def]
+    """``(model, metadata, data)`` of the checkpoint ``args.checkpoint``, with the
+    dataset it was trained on (``data=False``: None), normalised as it was trained."""
+    from dataclasses import replace
+
+    from deep_compression.data import load_data
+    from deep_compression.loading import load_model
+
+    allow = args.allow_code or args.model is not None
+    model, meta = load_model(
+        args.checkpoint, model=args.model, model_args=model_args_of(args), allow_code=allow
+    )
+    if not data:
+        return model, meta, None
+    config = dataset_of(args.dataset, meta.dataset, meta.details)
+    loaded = load_data(
+        config, args.data_dir, allow_code=args.allow_code, preprocessing=meta.preprocessing
+    )
+    meta = replace(
+        meta,
+        dataset=config.label,
+        preprocessing=meta.preprocessing or loaded.info.preprocessing,
+    ).with_details(dataset_source=config.to_dict())
+    return model, meta, loaded

@@ -9,13 +9,14 @@ from dataclasses import replace
 
 from deep_compression.cli._common import (
     add_data_args,
+    add_input_args,
     add_out_arg,
     check_out,
     existing_file,
+    load_input,
     positive_int,
     setup_threads,
 )
-from deep_compression.errors import ConfigError
 
 
 def _gap_bits(text: str) -> tuple[str, int | str]:
@@ -76,6 +77,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="do not measure the test error (store the checkpoint's recorded figure instead)",
     )
+    add_input_args(e)
     add_data_args(e)
     e.set_defaults(func=run_encode)
 
@@ -104,28 +106,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from deep_compression.data import load_dataset
     from deep_compression.dcz import open_dcz
     from deep_compression.dcz.summary import format_summary, summarize
     from deep_compression.encode import EncodeConfig
-    from deep_compression.loading import load_model
     from deep_compression.phases import encode_phase, test_error
 
     setup_threads(args.threads)
     check_out(args, ".dcz")
     config = EncodeConfig(coder=args.coder, gap_bits=dict(args.gap_bits or {}), chunk=args.chunk)
-    model, meta = load_model(args.checkpoint)
+    model, meta, data = load_input(args, data=not args.skip_eval)
     # The file carries what a deployer needs (model, dataset, preprocessing, error), not
     # the checkpoint's phase history: its header counts in the rate.
     meta = replace(meta, details={"test_error_from": "checkpoint"} if args.skip_eval else {})
     test = None
-    if not args.skip_eval:
-        if meta.dataset is None:
-            raise ConfigError(
-                f"{args.checkpoint} does not say its dataset; pass --skip-eval to encode "
-                "without measuring the error"
-            )
-        _, test = load_dataset(meta.dataset, args.data_dir)
+    if data is not None:
+        test = data.test
         meta = replace(meta, test_error=test_error(model, test))
     outcome = encode_phase(model, args.out, config, meta, test=test, log=lambda _: None)
     report = outcome.report

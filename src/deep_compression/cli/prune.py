@@ -10,19 +10,19 @@ from pathlib import Path
 from deep_compression.cli._common import (
     add_data_args,
     add_force_arg,
+    add_input_args,
     add_out_arg,
     check_out,
     existing_file,
+    load_input,
     nonnegative_float,
     nonnegative_int,
     positive_int,
     progress_enabled,
     setup_threads,
 )
-from deep_compression.errors import ConfigError
 from deep_compression.fileio import check_output
 from deep_compression.layer_config import check_patterns
-from deep_compression.records import CheckpointMeta
 
 
 def _thresholds(text: str) -> list[float]:
@@ -63,6 +63,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="TOML file with a [prune] table (other tables are ignored)",
     )
     add_out_arg(p, "pruned checkpoint (.safetensors)")
+    add_input_args(p)
     add_data_args(p)
     p.set_defaults(func=run_prune)
 
@@ -90,6 +91,7 @@ def _add_sensitivity(sub: argparse._SubParsersAction) -> None:
         help="directory for sensitivity.csv and sensitivity.png",
     )
     add_force_arg(s)
+    add_input_args(s)
     s.add_argument(
         "--thresholds",
         type=_thresholds,
@@ -165,8 +167,6 @@ def _add_neuron(sub: argparse._SubParsersAction) -> None:
 
 def run_prune(args: argparse.Namespace) -> int:
     from deep_compression.checkpoint import save_checkpoint
-    from deep_compression.data import load_dataset
-    from deep_compression.loading import load_model
     from deep_compression.phases import prune_phase, test_error, with_stage
     from deep_compression.prune import load_schedule, prunable_layers, sparsity_report
     from deep_compression.table import format_table
@@ -174,10 +174,11 @@ def run_prune(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     check_out(args, ".safetensors")
     schedule = load_schedule(args.recipe)
-    model, meta = load_model(args.checkpoint)
+    model, meta, _ = load_input(args, data=False)
     for i, r in enumerate(schedule.rounds, start=1):  # layer names, before any work
         check_patterns(r.criteria, prunable_layers(model), f"prune.rounds[{i}].criteria")
-    train, test = load_dataset(_dataset(meta, args.checkpoint), args.data_dir)
+    _, meta, data = load_input(args)
+    train, test = data.train, data.test
     error0 = test_error(model, test)
     before = sparsity_report(model)
     print(
@@ -199,15 +200,9 @@ def run_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dataset(meta: CheckpointMeta, where: Path) -> str:
-    if meta.dataset is None:
-        raise ConfigError(f"{where} does not say which dataset it was trained on")
-    return meta.dataset
-
-
 def run_sensitivity(args: argparse.Namespace) -> int:
-    from deep_compression.data import Split, load_dataset
-    from deep_compression.loading import load_model
+    from torch.utils.data import Subset
+
     from deep_compression.prune.sensitivity import (
         sensitivity_analysis,
         suggest_thresholds,
@@ -219,10 +214,10 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     for name in ("sensitivity.csv", "sensitivity.png"):
         check_output(args.out_dir / name, force=args.force, what="--out-dir")
-    model, meta = load_model(args.checkpoint)
-    _, test = load_dataset(_dataset(meta, args.checkpoint), args.data_dir)
+    model, meta, data = load_input(args)
+    test = data.test
     if args.limit is not None:
-        test = Split(test.x[: args.limit], test.y[: args.limit])
+        test = Subset(test, range(min(args.limit, len(test))))
     t0 = time.perf_counter()
     result = sensitivity_analysis(
         model, test, args.thresholds, layers=args.layers, progress=progress_enabled()

@@ -8,9 +8,11 @@ import re
 
 from deep_compression.cli._common import (
     add_data_args,
+    add_input_args,
     add_out_arg,
     check_out,
     existing_file,
+    load_input,
     nonnegative_int,
     positive_float,
     progress_enabled,
@@ -106,6 +108,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "bytes each by the .dcz writer, losslessly)",
     )
     add_out_arg(p, "quantized checkpoint (.safetensors)")
+    add_input_args(p)
     add_data_args(p)
     p.set_defaults(func=run_quantize)
 
@@ -144,8 +147,6 @@ def config_from_args(args: argparse.Namespace):
 
 def run_quantize(args: argparse.Namespace) -> int:
     from deep_compression.checkpoint import save_checkpoint
-    from deep_compression.data import load_dataset
-    from deep_compression.loading import load_model
     from deep_compression.phases import quantize_phase, test_error, with_stage
     from deep_compression.quantize import layer_bits
     from deep_compression.table import format_table
@@ -153,11 +154,10 @@ def run_quantize(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     check_out(args, ".safetensors")
     config = config_from_args(args)
-    model, meta = load_model(args.checkpoint)
+    model, meta, _ = load_input(args, data=False)
     bits = layer_bits(model, config)  # reject a bad bits table before any work
-    if meta.dataset is None:
-        raise ConfigError(f"{args.checkpoint} does not say which dataset it was trained on")
-    train, test = load_dataset(meta.dataset, args.data_dir)
+    _, meta, data = load_input(args)
+    train, test = data.train, data.test
     error0 = test_error(model, test)
     print(
         f"quantizing {args.checkpoint} ({meta.model.name}, {meta.stage}, "

@@ -224,8 +224,8 @@ class RoundResult:
 def run_schedule(
     model: nn.Module,
     schedule: PruneSchedule,
-    train: Split,
-    test: Split | None,
+    train: Dataset,
+    test: Dataset | None,
     *,
     progress: bool = True,
     on_round: Callable[[RoundResult], None] | None = None,

@@ -20,8 +20,8 @@ from fnmatch import fnmatchcase
 from pathlib import Path
 
 from torch import nn
+from torch.utils.data import Dataset
 
-from deep_compression.data import Split
 from deep_compression.errors import ConfigError
 from deep_compression.progress import progress_bar
 from deep_compression.prune.config import NoPruning, StdThreshold
@@ -70,7 +70,7 @@ class SensitivityResult:
 
 def sensitivity_analysis(
     model: nn.Module,
-    data: Split,
+    data: Dataset,
     thresholds: Sequence[float],
     layers: Sequence[str] | None = None,
     *,
