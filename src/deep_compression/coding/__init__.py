@@ -3,7 +3,7 @@
 * :mod:`~deep_compression.coding.gaps`: relative-index sparse coding with fillers;
 * :mod:`~deep_compression.coding.huffman`: canonical, length-limited Huffman, decoded in
   lockstep chunks;
-* :mod:`~deep_compression.coding.ans`: ANS via ``constriction`` from integer counts;
+* :mod:`~deep_compression.coding.ans`: rANS from integer counts, numpy only (constriction's bits);
 * :mod:`~deep_compression.coding.bits`: fixed-width bit packing and varints;
 * :mod:`~deep_compression.coding.streams`: one interface over the three coders.
 """
