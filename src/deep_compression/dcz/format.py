@@ -22,9 +22,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from deep_compression.coding.bits import fixed_width
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS
-from deep_compression.coding.streams import CODERS
+from deep_compression.coding.coders import CODERS
 from deep_compression.errors import FormatError
 
 __all__ = [
@@ -210,17 +209,7 @@ def _stream(value: Any, where: str, alphabet: int, data_len: int, max_n: int) ->
         raise FormatError(f"{where}: unknown coder {coder!r} (known: {', '.join(CODERS)})")
     n = _int(obj["n"], f"{where} n", 0, max_n)
     seg = _segment(obj["at"], f"{where} at", data_len)
-    if coder == "fixed":
-        expected = (n * fixed_width(alphabet) + 7) // 8
-        if seg.length != expected:
-            raise FormatError(
-                f"{where}: fixed coder needs {expected} bytes for {n} symbols of "
-                f"{fixed_width(alphabet)} bits, segment has {seg.length}"
-            )
-    elif n == 0 and seg.length:
-        raise FormatError(f"{where}: empty stream with a {seg.length}-byte segment")
-    elif n and coder == "huffman" and 8 * seg.length < n:
-        raise FormatError(f"{where}: {seg.length} bytes cannot hold {n} Huffman codes")
+    CODERS[coder].check_length(n, alphabet, seg.length, where)
     return Stream(coder, n, alphabet, seg)
 
 

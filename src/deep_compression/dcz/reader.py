@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from deep_compression.coding.bits import decode_varint, fixed_width
+from deep_compression.coding.bits import fixed_width
+from deep_compression.coding.coders import CODERS
 from deep_compression.coding.gaps import decode_gaps
 from deep_compression.coding.streams import StreamRef, decode_streams, entropy_bits
 from deep_compression.dcz.format import (
@@ -35,22 +36,16 @@ from deep_compression.dcz.format import (
     TensorEntry,
     validate_header,
 )
-from deep_compression.dcz.writer import DenseTensor, QuantizedTensor, SparseTensor, Tensor
+from deep_compression.dcz.records import (
+    DenseTensor,
+    QuantizedTensor,
+    SparseTensor,
+    Tensor,
+    to_dense,
+)
 from deep_compression.errors import FormatError
 
 __all__ = ["DczFile", "StreamStats", "TensorStats", "open_dcz", "decode", "to_dense"]
-
-
-def to_dense(record: Tensor) -> np.ndarray:
-    """The dense array a writer record stands for (float32 for sparse and quantized)."""
-    if isinstance(record, DenseTensor):
-        return record.array
-    out = np.zeros(math.prod(record.shape), dtype=np.float32)
-    if isinstance(record, SparseTensor):
-        out[record.positions] = record.values
-    else:
-        out[record.positions] = record.codebook[record.indices]
-    return out.reshape(record.shape)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -247,7 +242,7 @@ class DczFile:
                     n=s.n,
                     alphabet=s.alphabet,
                     bytes=len(seg),
-                    table_bytes=_table_bytes(seg, s.coder, s.n, self.chunk),
+                    table_bytes=CODERS[s.coder].table_bytes(seg, s.n, self.chunk, VERSION),
                     entropy=entropy_bits(counts),
                     fixed_bytes=(s.n * fixed_width(s.alphabet) + 7) // 8,
                 )
@@ -270,18 +265,6 @@ class DczFile:
                 )
             )
         return out
-
-
-def _table_bytes(seg: memoryview, coder: str, n: int, chunk: int) -> int:
-    """Bytes of a stream segment that are not coded symbols: code table, chunk table."""
-    if n == 0 or coder == "fixed":
-        return 0
-    m, pos = decode_varint(seg, 0, "table")
-    if coder == "huffman":
-        return pos + (m + 1) // 2 + 4 * (-(-n // chunk) - 1)
-    for _ in range(m):
-        _, pos = decode_varint(seg, pos, "table")
-    return pos
 
 
 def _inflate(raw: bytes, where: str) -> bytes:

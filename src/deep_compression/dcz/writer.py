@@ -20,7 +20,6 @@ import math
 import os
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ import numpy as np
 from deep_compression import __version__
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS, encode_gaps
 from deep_compression.coding.streams import CODERS, encode_stream
+from deep_compression.dcz.records import DenseTensor, QuantizedTensor, SparseTensor, Tensor
 from deep_compression.dcz.format import (
     DEFAULT_CHUNK,
     DTYPES,
@@ -47,53 +47,6 @@ __all__ = ["DenseTensor", "SparseTensor", "QuantizedTensor", "Tensor", "write_dc
 CODER_CHOICES = (*CODERS, "best")
 
 
-@dataclass(frozen=True)
-class DenseTensor:
-    """A tensor stored as is. ``array``: any shape, a dtype of ``format.DTYPES``."""
-
-    name: str
-    array: np.ndarray
-
-
-@dataclass(frozen=True)
-class SparseTensor:
-    """A pruned float32 tensor.
-
-    Attributes:
-        shape: the tensor's shape.
-        positions: ``(kept,)`` strictly increasing flat (C-order) indices of kept entries.
-        values: ``(kept,)`` float32 values at those positions.
-        gap_bits: gap field width ``b`` in ``[1, 16]``.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    positions: np.ndarray
-    values: np.ndarray
-    gap_bits: int
-
-
-@dataclass(frozen=True)
-class QuantizedTensor:
-    """A pruned, weight-shared float32 tensor: ``w[positions] = codebook[indices]``.
-
-    Attributes:
-        shape: the tensor's shape.
-        positions: ``(kept,)`` strictly increasing flat (C-order) indices of kept entries.
-        indices: ``(kept,)`` cluster index of each kept entry, in ``[0, k)``.
-        codebook: ``(k,)`` float32 centroids.
-        gap_bits: gap field width ``b`` in ``[1, 16]``.
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    positions: np.ndarray
-    indices: np.ndarray
-    codebook: np.ndarray
-    gap_bits: int
-
-
-Tensor = DenseTensor | SparseTensor | QuantizedTensor
 
 
 def _check_sparse(t: SparseTensor | QuantizedTensor) -> tuple[np.ndarray, int]:
@@ -123,11 +76,11 @@ def _float_payload(values: np.ndarray) -> tuple[bytes, dict[str, str]]:
 
 def _pick(symbols: np.ndarray, alphabet: int, coder: str, chunk: int) -> tuple[str, bytes]:
     if coder != "best":
-        return coder, encode_stream(symbols, alphabet, coder, chunk)
+        return coder, encode_stream(symbols, alphabet, coder, chunk, VERSION)
     best: tuple[str, bytes] | None = None
     for c in CODERS:  # ties go to the simplest coder
         try:
-            seg = encode_stream(symbols, alphabet, c, chunk)
+            seg = encode_stream(symbols, alphabet, c, chunk, VERSION)
         except ValueError:  # e.g. too many distinct symbols for a 15-bit Huffman code
             continue
         if best is None or len(seg) < len(best[1]):
