@@ -22,7 +22,8 @@ import numpy as np
 
 from deep_compression.coding.bits import fixed_width
 from deep_compression.coding.coders import CODERS
-from deep_compression.coding.gaps import decode_gaps
+from deep_compression.coding.context import decode_indices, decode_positions
+from deep_compression.coding.gaps import best_gap_bits, decode_gaps
 from deep_compression.coding.streams import StreamRef, decode_streams, entropy_bits
 from deep_compression.dcz.format import (
     DEFAULT_MAX_OUTPUT_BYTES,
@@ -31,8 +32,10 @@ from deep_compression.dcz.format import (
     MAGIC,
     MAX_HEADER_BYTES,
     PREAMBLE_BYTES,
+    CTX,
+    HEADER_DICTIONARY_V2,
     TRAILER_BYTES,
-    VERSION,
+    VERSIONS,
     TensorEntry,
     validate_header,
 )
@@ -128,6 +131,7 @@ class DczFile:
         meta: dict[str, Any],
         tensors: list[TensorEntry],
         where: str,
+        version: int = 1,
     ) -> None:
         self._blob = memoryview(blob)
         self._data_start = PREAMBLE_BYTES + header_bytes
@@ -138,7 +142,10 @@ class DczFile:
         self.metadata = meta
         self.tensors = tensors
         self.where = where
+        self.version = version
         self._symbols: dict[tuple[str, str], np.ndarray] | None = None
+        self._ctx_symbols: dict[tuple[str, str], np.ndarray] = {}
+        self._records: list[Tensor] | None = None
 
     def segment(self, t: TensorEntry, role: str) -> memoryview:
         seg = t.segments[role]
@@ -149,6 +156,8 @@ class DczFile:
         keys, refs = [], []
         for t in self.tensors:
             for role, s in t.streams.items():
+                if s.coder == CTX:  # decoded in records(): its contexts need the positions
+                    continue
                 keys.append((t, role))
                 refs.append(
                     StreamRef(
@@ -157,12 +166,14 @@ class DczFile:
                         s.n,
                         s.alphabet,
                         f"{self.where}: tensor {t.name!r} {role}",
+                        None if self.version == 1 else self.chunk,
                     )
                 )
         return keys, refs
 
     def decode_symbols(self) -> dict[tuple[str, str], np.ndarray]:
-        """Every stream's symbols, keyed by ``(tensor name, "gaps" | "indices")``.
+        """Every order-0 stream's symbols, keyed by ``(tensor name, "gaps" | "indices")``
+        (``ctx`` streams are decoded by :meth:`records`).
 
         Decoded once and kept: ``records``, ``decode`` and ``stats`` all start here.
         """
@@ -191,6 +202,8 @@ class DczFile:
         ``to_bytes(f.records(), f.metadata, coder=...)`` re-encodes the same model with
         another coder, which is how ``info`` measures the P, P+Q and P+Q+H files.
         """
+        if self._records is not None:
+            return self._records
         symbols = self.decode_symbols()
         out: list[Tensor] = []
         for t in self.tensors:
@@ -206,22 +219,37 @@ class DczFile:
                 arr = raw.astype(raw.dtype.newbyteorder("="), copy=True).reshape(t.shape)
                 out.append(DenseTensor(t.name, arr))
                 continue
-            assert t.gap_bits is not None
-            if t.kept == t.numel:  # every entry kept: no gap stream
+            if t.streams["gaps"].coder == CTX:
+                positions = decode_positions(
+                    self.segment(t, "gaps"), t.shape, t.kept, f"{where} positions"
+                )
+            elif t.kept == t.numel:  # every entry kept: no gap stream
                 positions = np.arange(t.numel, dtype=np.int64)
             else:
+                assert t.gap_bits is not None
                 positions = decode_gaps(
                     symbols[(t.name, "gaps")], t.gap_bits, t.numel, t.kept, f"{where} gaps"
                 )
+            # A record needs a gap width even when its positions were ctx-coded: the one
+            # the writer would pick for a gap stream (what a re-encoding falls back to).
+            gap_bits = t.gap_bits or best_gap_bits(positions, "huffman")
             if t.encoding == "sparse":
                 values = self._floats(t, "values")
-                out.append(SparseTensor(t.name, t.shape, positions, values, t.gap_bits))
+                out.append(SparseTensor(t.name, t.shape, positions, values, gap_bits))
             else:
                 codebook = self._floats(t, "codebook")
-                indices = symbols[(t.name, "indices")]
+                if t.streams["indices"].coder == CTX:
+                    indices = decode_indices(
+                        self.segment(t, "indices"), positions, t.shape, codebook,
+                        f"{where} indices",
+                    )
+                    self._ctx_symbols[(t.name, "indices")] = indices
+                else:
+                    indices = symbols[(t.name, "indices")]
                 out.append(
-                    QuantizedTensor(t.name, t.shape, positions, indices, codebook, t.gap_bits)
+                    QuantizedTensor(t.name, t.shape, positions, indices, codebook, gap_bits)
                 )
+        self._records = out
         return out
 
     def decode(self) -> dict[str, np.ndarray]:
@@ -231,18 +259,30 @@ class DczFile:
     def stats(self) -> list[TensorStats]:
         """Per-tensor sizes and per-stream entropy (decodes the symbol streams)."""
         symbols = self.decode_symbols()
+        records = {r.name: r for r in self.records()}
         out = []
         for t in self.tensors:
             streams = {}
             for role, s in t.streams.items():
                 seg = self.segment(t, role)
-                counts = np.bincount(symbols[(t.name, role)], minlength=s.alphabet)
+                if s.coder == CTX:
+                    rec = records[t.name]
+                    # The order-0 figures of what ctx codes: the kept map, or the indices.
+                    syms = (
+                        self._ctx_symbols[(t.name, role)] if role == "indices"
+                        else np.bincount(rec.positions, minlength=t.numel).astype(np.int64)  # type: ignore[union-attr]
+                    )
+                    table = 0
+                else:
+                    syms = symbols[(t.name, role)]
+                    table = CODERS[s.coder].table_bytes(seg, s.n, self.chunk, self.version)
+                counts = np.bincount(syms, minlength=s.alphabet)
                 streams[role] = StreamStats(
                     coder=s.coder,
                     n=s.n,
                     alphabet=s.alphabet,
                     bytes=len(seg),
-                    table_bytes=CODERS[s.coder].table_bytes(seg, s.n, self.chunk, VERSION),
+                    table_bytes=table,
                     entropy=entropy_bits(counts),
                     fixed_bytes=(s.n * fixed_width(s.alphabet) + 7) // 8,
                 )
@@ -257,7 +297,7 @@ class DczFile:
                     kept=t.kept,
                     gap_bits=t.gap_bits,
                     k=t.k,
-                    fillers=gaps.n - t.kept if gaps is not None and gaps.n else 0,
+                    fillers=gaps.n - t.kept if gaps is not None and gaps.n else 0,  # ctx: n = kept
                     streams=streams,
                     codebook_bytes=seg["codebook"].length if "codebook" in seg else 0,
                     values_bytes=seg["values"].length if "values" in seg else 0,
@@ -267,9 +307,13 @@ class DczFile:
         return out
 
 
-def _inflate(raw: bytes, where: str) -> bytes:
-    """Decompress a zlib header, refusing to produce more than MAX_HEADER_BYTES."""
-    d = zlib.decompressobj()
+def _inflate(raw: bytes, where: str, version: int = 1) -> bytes:
+    """Decompress a header (v1: zlib; v2: raw DEFLATE with the preset dictionary),
+    refusing to produce more than MAX_HEADER_BYTES."""
+    if version == 1:
+        d = zlib.decompressobj()
+    else:
+        d = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY_V2)
     try:
         out = d.decompress(raw, MAX_HEADER_BYTES + 1)
     except zlib.error as e:
@@ -312,14 +356,16 @@ def open_dcz(
             f"{where}: not a .dcz file (magic bytes {blob[:4].hex()}, expected {MAGIC.hex()})"
         )
     version = int.from_bytes(blob[4:6], "little")
-    if version != VERSION:
+    if version not in VERSIONS:
         raise FormatError(
             f"{where}: format version {version} is not supported (this reader "
-            f"reads version {VERSION})"
+            f"reads versions {', '.join(map(str, VERSIONS))})"
         )
     flags = int.from_bytes(blob[6:8], "little")
     if flags & ~FLAG_ZLIB_HEADER:
-        raise FormatError(f"{where}: unknown flags 0x{flags:04x} (version 1 defines only bit 0)")
+        raise FormatError(
+            f"{where}: unknown flags 0x{flags:04x} (version {version} defines only bit 0)"
+        )
     header_len = int.from_bytes(blob[8:12], "little")
     if header_len > MAX_HEADER_BYTES:
         raise FormatError(
@@ -333,7 +379,7 @@ def open_dcz(
         )
     raw = blob[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len]
     if flags & FLAG_ZLIB_HEADER:
-        raw = _inflate(raw, where)
+        raw = _inflate(raw, where, version)
     try:
         header = json.loads(
             raw.decode("utf-8"),
@@ -345,7 +391,7 @@ def open_dcz(
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError, digits
         raise FormatError(f"{where}: header is not valid UTF-8 JSON ({str(e)[:120]})") from None
     try:
-        chunk, meta, tensors = validate_header(header, data_len, max_output_bytes)
+        chunk, meta, tensors = validate_header(header, data_len, max_output_bytes, version)
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from None
     stored = int.from_bytes(blob[-TRAILER_BYTES:], "little")
@@ -355,7 +401,7 @@ def open_dcz(
             f"{where}: checksum mismatch (stored CRC-32 {stored:08x}, computed "
             f"{actual:08x}): the file is corrupt"
         )
-    return DczFile(blob, header_len, len(raw), chunk, meta, tensors, where)
+    return DczFile(blob, header_len, len(raw), chunk, meta, tensors, where, version)
 
 
 def decode(

@@ -26,11 +26,19 @@ from typing import Any
 import numpy as np
 
 from deep_compression import __version__
+from deep_compression.coding.context import (
+    MAX_CTX_ELEMENTS,
+    TRY_CTX_ELEMENTS,
+    encode_indices,
+    encode_positions,
+)
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS, encode_gaps
 from deep_compression.coding.streams import CODERS, encode_stream
 from deep_compression.dcz.records import DenseTensor, QuantizedTensor, SparseTensor, Tensor
 from deep_compression.dcz.format import (
+    CTX,
     DEFAULT_CHUNK,
+    HEADER_DICTIONARY_V2,
     DTYPES,
     FLAG_ZLIB_HEADER,
     MAGIC,
@@ -39,12 +47,15 @@ from deep_compression.dcz.format import (
     MAX_ELEMENTS,
     MAX_HEADER_BYTES,
     VERSION,
+    VERSIONS,
 )
 from deep_compression.errors import ConfigError
 
 __all__ = ["DenseTensor", "SparseTensor", "QuantizedTensor", "Tensor", "write_dcz", "to_bytes"]
 
-CODER_CHOICES = (*CODERS, "best")
+# "ctx" (format version 2) codes positions and indices with the context-adaptive coder
+# wherever it is smaller than the best order-0 coder; "best" tries every coder.
+CODER_CHOICES = (*CODERS, "ctx", "best")
 
 
 
@@ -74,13 +85,15 @@ def _float_payload(values: np.ndarray) -> tuple[bytes, dict[str, str]]:
     return f32.tobytes(), {}
 
 
-def _pick(symbols: np.ndarray, alphabet: int, coder: str, chunk: int) -> tuple[str, bytes]:
-    if coder != "best":
-        return coder, encode_stream(symbols, alphabet, coder, chunk, VERSION)
+def _pick(
+    symbols: np.ndarray, alphabet: int, coder: str, chunk: int, version: int
+) -> tuple[str, bytes]:
+    if coder not in ("best", "ctx"):
+        return coder, encode_stream(symbols, alphabet, coder, chunk, version)
     best: tuple[str, bytes] | None = None
     for c in CODERS:  # ties go to the simplest coder
         try:
-            seg = encode_stream(symbols, alphabet, c, chunk, VERSION)
+            seg = encode_stream(symbols, alphabet, c, chunk, version)
         except ValueError:  # e.g. too many distinct symbols for a 15-bit Huffman code
             continue
         if best is None or len(seg) < len(best[1]):
@@ -96,14 +109,22 @@ def to_bytes(
     coder: str = "huffman",
     chunk: int = DEFAULT_CHUNK,
     compress_header: bool = True,
+    version: int = VERSION,
+    ctx_elements: int = TRY_CTX_ELEMENTS,
 ) -> bytes:
     """Serialise ``tensors`` and ``metadata`` to the bytes of a ``.dcz`` file.
 
     Args:
         tensors: in the order they should appear (state-dict order).
         metadata: JSON-serialisable; ``tool_version`` is added.
-        coder: ``"huffman"`` (the paper), ``"ans"``, ``"fixed"`` (no entropy coding) or
-            ``"best"`` (per stream, the smallest of the three).
+        coder: ``"huffman"`` (the paper), ``"ans"``, ``"fixed"`` (no entropy coding),
+            ``"best"`` (per stream, the smallest of the three, and from version 2 also the
+            context-adaptive ``ctx`` coding of positions and indices where it is smaller)
+            or ``"ctx"`` (the same as ``"best"``).
+        version: the format version to write: 2 (default) or 1 (the old layout, for
+            readers that know only version 1; no ``ctx``, one-lane ANS).
+        ctx_elements: ``ctx`` is tried only on tensors of at most this many elements (it
+            runs at about 1 microsecond per element, in pure Python, both ways).
         chunk: symbols per Huffman chunk (decoder parallelism vs. 4 bytes per chunk).
         compress_header: store the JSON header zlib-compressed (flag bit 0); it is about
             2.5x smaller, which matters for a 20 KB LeNet file.
@@ -115,18 +136,25 @@ def to_bytes(
         raise ConfigError(f"coder must be one of {', '.join(CODER_CHOICES)}, got {coder!r}")
     if not 1 <= chunk <= MAX_CHUNK:
         raise ConfigError(f"chunk must be in [1, {MAX_CHUNK}], got {chunk}")
+    if version not in VERSIONS:
+        raise ConfigError(f"version must be one of {VERSIONS}, got {version}")
+    if version == 1 and coder == "ctx":
+        raise ConfigError("the ctx coder needs format version 2")
+    use_ctx = version >= 2 and coder in ("best", "ctx")
     segments: list[bytes] = []
     offset = 0
 
-    def put(data: bytes) -> list[int]:
+    def put(data: bytes) -> list[int] | int:
         nonlocal offset
         segments.append(data)
         at = [offset, len(data)]
         offset += len(data)
-        return at
+        return at if version == 1 else len(data)  # v2: offsets follow from the order
 
-    def stream(symbols: np.ndarray, alphabet: int) -> dict[str, Any]:
-        used, seg = _pick(symbols, alphabet, coder, chunk)
+    def stream(symbols: np.ndarray, alphabet: int, ctx: bytes | None = None) -> dict[str, Any]:
+        used, seg = _pick(symbols, alphabet, coder, chunk, version)
+        if ctx is not None and len(ctx) < len(seg):
+            used, seg = CTX, ctx
         return {"coder": used, "n": int(symbols.size), "at": put(seg)}
 
     entries = []
@@ -162,20 +190,32 @@ def to_bytes(
             continue
         pos, numel = _check_sparse(t)
         kept = int(pos.size)
+        shape = tuple(int(d) for d in t.shape)
+        try_ctx = use_ctx and 0 < numel <= min(ctx_elements, MAX_CTX_ELEMENTS)
         gaps = encode_gaps(pos, t.gap_bits) if 0 < kept < numel else np.zeros(0, np.int32)
         entry: dict[str, Any] = {
             "name": t.name,
-            "shape": [int(d) for d in t.shape],
+            "shape": list(shape),
             "dtype": "float32",
             "kept": kept,
             "gap_bits": t.gap_bits,
         }
+
+        def positions_stream() -> dict[str, Any]:
+            # ctx codes the positions themselves (n = kept); a gap stream, the gaps.
+            ctx = encode_positions(pos, shape) if try_ctx and 0 < kept < numel else None
+            order0 = _pick(gaps, 1 << t.gap_bits, coder, chunk, version)
+            if ctx is not None and len(ctx) < len(order0[1]):
+                del entry["gap_bits"]
+                return {"coder": CTX, "n": kept, "at": put(ctx)}
+            return {"coder": order0[0], "n": int(gaps.size), "at": put(order0[1])}
+
         if isinstance(t, SparseTensor):
             values = np.asarray(t.values, dtype="<f4").reshape(-1)
             if values.size != kept:
                 raise ConfigError(f"{t.name}: {values.size} values for {kept} positions")
             data, store = _float_payload(values)
-            entry.update(enc="sparse", gaps=stream(gaps, 1 << t.gap_bits), **store)
+            entry.update(enc="sparse", gaps=positions_stream(), **store)
             entry["values"] = put(data)
         else:
             codebook = np.asarray(t.codebook, dtype="<f4").reshape(-1)
@@ -189,8 +229,10 @@ def to_bytes(
                 raise ConfigError(f"{t.name}: cluster indices outside [0, {k})")
             data, store = _float_payload(codebook)
             entry.update(enc="quantized", k=k, codebook=put(data), **store)
-            entry["gaps"] = stream(gaps, 1 << t.gap_bits)
-            entry["indices"] = stream(idx, k)
+            entry["gaps"] = positions_stream()
+            # Contexts use the centroids' signs as stored (float32), as the reader sees them.
+            ctx = encode_indices(idx, pos, shape, codebook) if try_ctx else None
+            entry["indices"] = stream(idx, k, ctx)
         entries.append(entry)
 
     meta = {**metadata, "tool_version": __version__}
@@ -207,13 +249,17 @@ def to_bytes(
     if len(header) > MAX_HEADER_BYTES:
         raise ConfigError(f"header of {len(header)} bytes exceeds {MAX_HEADER_BYTES}")
     flags = 0
-    if compress_header:
+    if compress_header and version == 1:
         header = zlib.compress(header, 9)
+        flags |= FLAG_ZLIB_HEADER
+    elif compress_header:
+        packer = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zdict=HEADER_DICTIONARY_V2)
+        header = packer.compress(header) + packer.flush()
         flags |= FLAG_ZLIB_HEADER
     body = b"".join(
         [
             MAGIC,
-            VERSION.to_bytes(2, "little"),
+            version.to_bytes(2, "little"),
             flags.to_bytes(2, "little"),
             len(header).to_bytes(4, "little"),
             header,
@@ -231,9 +277,13 @@ def write_dcz(
     coder: str = "huffman",
     chunk: int = DEFAULT_CHUNK,
     compress_header: bool = True,
+    version: int = VERSION,
 ) -> int:
     """Write a ``.dcz`` file atomically (see :func:`to_bytes`); returns its size in bytes."""
-    blob = to_bytes(tensors, metadata, coder=coder, chunk=chunk, compress_header=compress_header)
+    blob = to_bytes(
+        tensors, metadata, coder=coder, chunk=chunk, compress_header=compress_header,
+        version=version,
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
