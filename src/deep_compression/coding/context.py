@@ -84,16 +84,23 @@ class _Encoder:
         self.low = (self.low << 8) & 0xFFFFFFFF
 
     def bit(self, c: list[int], bit: int) -> None:
-        bound = (self.range >> 16) * _p1(c)
+        # _p1 and _update inlined: this runs once per element of a ctx-coded tensor.
+        n0, n1 = c
+        bound = (self.range >> 16) * (((5 * n1 + 2) << 16) // (5 * (n0 + n1) + 4))
         if bit:
             self.range = bound
+            n1 += 1
         else:
             self.low += bound
             self.range -= bound
+            n0 += 1
         while self.range < _TOP:
             self.range <<= 8
             self._shift()
-        _update(c, bit)
+        if n0 + n1 >= _COUNT_LIMIT:
+            n0, n1 = (n0 + 1) >> 1, (n1 + 1) >> 1
+        c[0] = n0
+        c[1] = n1
 
     def finish(self) -> bytes:
         # Any value in [low, low + range) decodes the same: take the one with the most
@@ -119,20 +126,30 @@ class _Decoder:
         self.code = int.from_bytes(self.data[:4].ljust(4, b"\x00"), "big")
 
     def bit(self, c: list[int]) -> int:
-        bound = (self.range >> 16) * _p1(c)
+        n0, n1 = c  # _p1 and _update inlined (one call per element)
+        rng = self.range
+        bound = (rng >> 16) * (((5 * n1 + 2) << 16) // (5 * (n0 + n1) + 4))
         if self.code < bound:
-            self.range = bound
+            rng = bound
             bit = 1
+            n1 += 1
         else:
             self.code -= bound
-            self.range -= bound
+            rng -= bound
             bit = 0
-        while self.range < _TOP:
-            self.range <<= 8
-            nxt = self.data[self.pos] if self.pos < len(self.data) else 0
-            self.code = ((self.code << 8) | nxt) & 0xFFFFFFFF
-            self.pos += 1
-        _update(c, bit)
+            n0 += 1
+        if rng < _TOP:
+            data = self.data
+            while rng < _TOP:
+                rng <<= 8
+                nxt = data[self.pos] if self.pos < len(data) else 0
+                self.code = ((self.code << 8) | nxt) & 0xFFFFFFFF
+                self.pos += 1
+        self.range = rng
+        if n0 + n1 >= _COUNT_LIMIT:
+            n0, n1 = (n0 + 1) >> 1, (n1 + 1) >> 1
+        c[0] = n0
+        c[1] = n1
         return bit
 
     def check_end(self, where: str) -> None:

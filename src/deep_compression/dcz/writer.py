@@ -26,12 +26,8 @@ from typing import Any
 import numpy as np
 
 from deep_compression import __version__
-from deep_compression.coding.context import (
-    MAX_CTX_ELEMENTS,
-    TRY_CTX_ELEMENTS,
-    encode_indices,
-    encode_positions,
-)
+from deep_compression.coding import context
+from deep_compression.coding.context import MAX_CTX_ELEMENTS, encode_indices, encode_positions
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS, encode_gaps
 from deep_compression.coding.streams import CODERS, encode_stream
 from deep_compression.dcz.records import DenseTensor, QuantizedTensor, SparseTensor, Tensor
@@ -110,7 +106,7 @@ def to_bytes(
     chunk: int = DEFAULT_CHUNK,
     compress_header: bool = True,
     version: int = VERSION,
-    ctx_elements: int = TRY_CTX_ELEMENTS,
+    ctx_elements: int | None = None,
 ) -> bytes:
     """Serialise ``tensors`` and ``metadata`` to the bytes of a ``.dcz`` file.
 
@@ -124,7 +120,8 @@ def to_bytes(
         version: the format version to write: 2 (default) or 1 (the old layout, for
             readers that know only version 1; no ``ctx``, one-lane ANS).
         ctx_elements: ``ctx`` is tried only on tensors of at most this many elements (it
-            runs at about 1 microsecond per element, in pure Python, both ways).
+            runs at about 1 microsecond per element, in pure Python, both ways); ``None``:
+            :data:`~deep_compression.coding.context.TRY_CTX_ELEMENTS`.
         chunk: symbols per Huffman chunk (decoder parallelism vs. 4 bytes per chunk).
         compress_header: store the JSON header zlib-compressed (flag bit 0); it is about
             2.5x smaller, which matters for a 20 KB LeNet file.
@@ -141,6 +138,8 @@ def to_bytes(
     if version == 1 and coder == "ctx":
         raise ConfigError("the ctx coder needs format version 2")
     use_ctx = version >= 2 and coder in ("best", "ctx")
+    if ctx_elements is None:
+        ctx_elements = context.TRY_CTX_ELEMENTS  # read now, so it can be tuned globally
     segments: list[bytes] = []
     offset = 0
 
