@@ -4,7 +4,7 @@ Byte layout (``docs/FORMAT.md`` is the normative description)::
 
     offset  size  field
     0       4     magic b"\\x89DCZ"
-    4       2     format version, u16 little-endian (this reader: 1)
+    4       2     format version, u16 little-endian (this reader: 1 and 2)
     6       2     flags, u16 LE: bit 0 = header is zlib-compressed; other bits 0
     8       4     header length H (as stored), u32 LE, H <= MAX_HEADER_BYTES
     12      H     header: UTF-8 JSON object (zlib stream of it if flag bit 0)

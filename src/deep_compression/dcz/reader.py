@@ -259,31 +259,32 @@ class DczFile:
     def stats(self) -> list[TensorStats]:
         """Per-tensor sizes and per-stream entropy (decodes the symbol streams)."""
         symbols = self.decode_symbols()
-        records = {r.name: r for r in self.records()}
+        self.records()  # decodes the ctx streams too
         out = []
         for t in self.tensors:
             streams = {}
             for role, s in t.streams.items():
                 seg = self.segment(t, role)
-                if s.coder == CTX:
-                    rec = records[t.name]
-                    # The order-0 figures of what ctx codes: the kept map, or the indices.
-                    syms = (
-                        self._ctx_symbols[(t.name, role)] if role == "indices"
-                        else np.bincount(rec.positions, minlength=t.numel).astype(np.int64)  # type: ignore[union-attr]
-                    )
+                if s.coder == CTX and role == "gaps":
+                    # ctx codes the kept map, one binary decision per element: its order-0
+                    # entropy, per kept entry (the stream's n), is the figure to beat.
+                    bitmap = np.array([t.numel - t.kept, t.kept])
+                    entropy = entropy_bits(bitmap) * t.numel / max(t.kept, 1)
                     table = 0
                 else:
-                    syms = symbols[(t.name, role)]
-                    table = CODERS[s.coder].table_bytes(seg, s.n, self.chunk, self.version)
-                counts = np.bincount(syms, minlength=s.alphabet)
+                    if s.coder == CTX:
+                        syms, table = self._ctx_symbols[(t.name, role)], 0
+                    else:
+                        syms = symbols[(t.name, role)]
+                        table = CODERS[s.coder].table_bytes(seg, s.n, self.chunk, self.version)
+                    entropy = entropy_bits(np.bincount(syms, minlength=s.alphabet))
                 streams[role] = StreamStats(
                     coder=s.coder,
                     n=s.n,
                     alphabet=s.alphabet,
                     bytes=len(seg),
                     table_bytes=table,
-                    entropy=entropy_bits(counts),
+                    entropy=entropy,
                     fixed_bytes=(s.n * fixed_width(s.alphabet) + 7) // 8,
                 )
             gaps = t.streams.get("gaps")
