@@ -82,3 +82,28 @@ def test_a_decoded_lenet_comes_back_near_its_file_size(name: str) -> None:
     again, _ = decode(blob)
     assert all(same_bits(again[k], arrays[k]) for k in arrays)
     assert len(blob) < 1.1 * path.stat().st_size
+
+
+def test_model_tensors_finds_structure_in_plain_weights(tmp_path) -> None:
+    """encode of a plain model whose weights are already pruned and quantized (what
+    ``decode`` writes) stores them as quantized records, and the file decodes bit for bit."""
+    import torch
+
+    from deep_compression.encode import encode_model, model_tensors
+    from deep_compression.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("lenet-300-100")
+    with torch.no_grad():
+        for m in (model.fc1, model.fc2, model.fc3):
+            w = m.weight
+            levels = torch.linspace(-0.2, 0.2, 15)
+            kept = torch.rand(w.shape) < 0.05  # where(), not a product: no -0.0 entries
+            w.copy_(torch.where(kept, levels[torch.randint(0, 15, w.shape)], 0.0))
+    records = {r.name: r for r in model_tensors(model)}
+    assert isinstance(records["fc1.weight"], QuantizedTensor)
+    assert isinstance(records["fc1.bias"], DenseTensor)
+    report = encode_model(model, tmp_path / "m.dcz", metadata={}, coder="best")  # verifies
+    assert report.file_bytes < 20_000  # dense float32 would be 1,066,440 bytes
+    arrays, _ = decode(tmp_path / "m.dcz")
+    assert same_bits(arrays["fc2.weight"], model.fc2.weight.detach().numpy())

@@ -144,8 +144,7 @@ class DczFile:
         self.where = where
         self.version = version
         self._symbols: dict[tuple[str, str], np.ndarray] | None = None
-        self._ctx_symbols: dict[tuple[str, str], np.ndarray] = {}
-        self._records: list[Tensor] | None = None
+        self._ctx_symbols: dict[tuple[str, str], np.ndarray] = {}  # filled by records()
 
     def segment(self, t: TensorEntry, role: str) -> memoryview:
         seg = t.segments[role]
@@ -202,8 +201,6 @@ class DczFile:
         ``to_bytes(f.records(), f.metadata, coder=...)`` re-encodes the same model with
         another coder, which is how ``info`` measures the P, P+Q and P+Q+H files.
         """
-        if self._records is not None:
-            return self._records
         symbols = self.decode_symbols()
         out: list[Tensor] = []
         for t in self.tensors:
@@ -249,7 +246,6 @@ class DczFile:
                 out.append(
                     QuantizedTensor(t.name, t.shape, positions, indices, codebook, gap_bits)
                 )
-        self._records = out
         return out
 
     def decode(self) -> dict[str, np.ndarray]:
@@ -259,7 +255,12 @@ class DczFile:
     def stats(self) -> list[TensorStats]:
         """Per-tensor sizes and per-stream entropy (decodes the symbol streams)."""
         symbols = self.decode_symbols()
-        self.records()  # decodes the ctx streams too
+        ctx_indices = [
+            (t.name, "indices") for t in self.tensors
+            if t.streams.get("indices") is not None and t.streams["indices"].coder == CTX
+        ]  # fmt: skip
+        if any(key not in self._ctx_symbols for key in ctx_indices):
+            self.records()  # ctx indices are decoded there (their contexts need positions)
         out = []
         for t in self.tensors:
             streams = {}
