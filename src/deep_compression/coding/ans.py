@@ -25,17 +25,31 @@ Segment layout::
 from __future__ import annotations
 
 import bisect
+from dataclasses import dataclass
 
 import numpy as np
 
 from deep_compression.coding.bits import decode_varint, encode_varints
 from deep_compression.errors import FormatError
 
-__all__ = ["PRECISION", "model", "encode_stream", "decode_stream", "parse_counts"]
+__all__ = [
+    "PRECISION",
+    "AnsStream",
+    "model",
+    "encode_stream",
+    "encode_streams",
+    "parse_counts",
+    "parse_stream",
+    "decode_streams",
+    "decode_stream",
+]
 
 PRECISION = 24  # probabilities in units of 2**-24 (constriction's default)
 _MASK = (1 << PRECISION) - 1
 _LOCKSTEP_MIN_LANES = 8  # below this, a Python loop per lane is faster than numpy steps
+# Lockstep runs max(lane size) steps: a one-lane (version-1) stream longer than this is
+# decoded by the Python loop instead, not by millions of vector steps.
+_MAX_LANE = 1 << 16
 
 
 def model(counts: np.ndarray, alphabet: int) -> np.ndarray:
@@ -75,27 +89,45 @@ def _encode_lane(symbols: list[int], cdf: list[int]) -> list[int]:
     return words
 
 
-def _encode_lockstep(symbols: np.ndarray, lane: int, cdf: np.ndarray) -> list[np.ndarray]:
-    """:func:`_encode_lane` on every lane at once (reverse order, one vector step each)."""
-    n = symbols.size
-    nlanes = -(-n // lane)
-    sizes = np.full(nlanes, lane, dtype=np.int64)
-    sizes[-1] = n - lane * (nlanes - 1)
-    padded = np.zeros(nlanes * lane, dtype=np.int64)
-    padded[:n] = symbols
-    grid = padded.reshape(nlanes, lane)
-    lo_t, f_t = cdf[:-1].astype(np.uint64), np.diff(cdf).astype(np.uint64)
-    # A lane pushes at most one word per symbol, plus two for the final state.
-    buf = np.zeros((nlanes, lane + 2), dtype=np.uint32)
+def _encode_lockstep(
+    streams: list[np.ndarray], cdfs: list[np.ndarray], lane: int
+) -> list[list[np.ndarray]]:
+    """:func:`_encode_lane` on every lane of every stream at once (reverse order, one
+    vector step per symbol position): ``lane`` steps for a whole file."""
+    sizes_l, table_l, first_l = [], [], []
+    for t, sym in enumerate(streams):
+        n = sym.size
+        k = -(-n // lane)
+        sz = np.full(k, lane, dtype=np.int64)
+        sz[-1] = n - lane * (k - 1)
+        sizes_l.append(sz)
+        table_l.append(np.full(k, t))
+        first_l.append(np.arange(k) * lane)
+    sizes = np.concatenate(sizes_l)
+    table = np.concatenate(table_l)
+    first = np.concatenate(first_l)  # index of each lane's first symbol in its stream
+    offsets = np.cumsum([0] + [c.size - 1 for c in cdfs])
+    g_lo = np.concatenate([c[:-1] for c in cdfs]).astype(np.uint64)
+    g_freq = np.concatenate([np.diff(c) for c in cdfs]).astype(np.uint64)
+    order = np.argsort(-sizes, kind="stable")  # longest lanes first: active = a prefix
+    sizes, table, first = sizes[order], table[order], first[order]
+    nlanes = sizes.size
+    # (nlanes, lane) grid of global table indices (offset + symbol), padded past a lane's end.
+    grid = np.zeros((nlanes, lane), dtype=np.int32)
+    for i in range(nlanes):
+        t = int(table[i])
+        grid[i, : sizes[i]] = streams[t][first[i] : first[i] + sizes[i]] + offsets[t]
+    buf = np.zeros((nlanes, lane + 2), dtype=np.uint32)  # <= one word a symbol, + 2
     count = np.zeros(nlanes, dtype=np.int64)
     state = np.zeros(nlanes, dtype=np.uint64)
     low32, s32, s40 = np.uint64(0xFFFFFFFF), np.uint64(32), np.uint64(40)
     rows = np.arange(nlanes)
+    active = nlanes
     for j in range(lane - 1, -1, -1):
-        active = nlanes if sizes[-1] > j else nlanes - 1
+        active = int(np.searchsorted(-sizes, -j, side="left"))  # lanes with size > j
         st = state[:active]
-        s = grid[:active, j]
-        f, lo = f_t[s], lo_t[s]
+        g = grid[:active, j]
+        f, lo = g_freq[g], g_lo[g]
         push = np.flatnonzero((st >> s40) >= f)
         if push.size:
             buf[push, count[push]] = (st[push] & low32).astype(np.uint32)
@@ -108,7 +140,34 @@ def _encode_lockstep(symbols: np.ndarray, lane: int, cdf: np.ndarray) -> list[np
     hi = (state >> s32) != 0
     buf[rows[hi], count[hi]] = (state[hi] >> s32).astype(np.uint32)
     count[hi] += 1
-    return [buf[i, : count[i]].astype("<u4") for i in range(nlanes)]
+    out: list[list[np.ndarray]] = [[] for _ in streams]
+    for i in np.lexsort((first, table)).tolist():  # back to stream order, lane order
+        out[int(table[i])].append(buf[i, : count[i]].astype("<u4"))
+    return out
+
+
+def encode_streams(
+    streams: list[tuple[np.ndarray, int]], chunk: int | None = None
+) -> list[bytes]:
+    """:func:`encode_stream` of many ``(symbols, alphabet)`` streams; with lanes
+    (``chunk`` given) and at least 8 lanes in all, every lane is encoded in one lockstep."""
+    syms = [np.asarray(s).astype(np.int64, copy=False).reshape(-1) for s, _ in streams]
+    busy = [i for i, s in enumerate(syms) if s.size]
+    lanes = sum(-(-syms[i].size // chunk) for i in busy) if chunk else 0
+    if chunk is None or lanes < _LOCKSTEP_MIN_LANES:
+        return [encode_stream(s, a, chunk) for s, (_, a) in zip(syms, streams)]
+    cdfs, tables = [], []
+    for i in busy:
+        counts = np.bincount(syms[i], minlength=streams[i][1])
+        m = int(np.flatnonzero(counts)[-1]) + 1
+        cdfs.append(model(counts, streams[i][1]))
+        tables.append(encode_varints([m, *counts[:m].tolist()]))
+    lanes_words = _encode_lockstep([syms[i] for i in busy], cdfs, chunk)
+    out = [b""] * len(streams)
+    for i, table, words in zip(busy, tables, lanes_words):
+        sizes = encode_varints([w.size for w in words[:-1]])
+        out[i] = table + sizes + b"".join(w.tobytes() for w in words)
+    return out
 
 
 def encode_stream(
@@ -133,7 +192,7 @@ def encode_stream(
             for i in range(0, n, lane)
         ]
     else:
-        lanes = _encode_lockstep(symbols, lane, cdf)
+        lanes = _encode_lockstep([symbols], [cdf], lane)[0]
     table = encode_varints([m, *counts[:m].tolist()])
     if chunk is not None:
         table += encode_varints([w.size for w in lanes[:-1]])
@@ -187,67 +246,41 @@ def _decode_lane(words: np.ndarray, n: int, cdf: list[int], where: str) -> list[
     return out
 
 
-def _decode_lockstep(
-    words: np.ndarray, starts: np.ndarray, ends: np.ndarray, sizes: np.ndarray,
-    cdf: np.ndarray, where: str,
-) -> np.ndarray:
-    """All lanes at once: step ``j`` decodes symbol ``j`` of every lane still running.
+@dataclass(frozen=True)
+class AnsStream:
+    """A parsed, validated ANS segment, ready for :func:`decode_streams`.
 
     ``words``: every lane's words back to back; lane ``i`` owns ``words[starts[i]:ends[i]]``
-    and decodes ``sizes[i]`` symbols (non-increasing: only the last lane is shorter).
+    and decodes ``sizes[i]`` symbols.
     """
-    w = words.astype(np.uint64)
-    one32 = np.uint64(1 << 32)
-    ptr = ends.astype(np.int64).copy()  # next word to take is w[ptr - 1]
-    lo_bound = starts.astype(np.int64)
-    state = np.zeros(ptr.size, dtype=np.uint64)
-    have = ptr > lo_bound
-    state[have] = w[ptr[have] - 1]
-    ptr[have] -= 1
-    more = (ptr > lo_bound) & (state < one32)
-    state[more] = (state[more] << np.uint64(32)) | w[ptr[more] - 1]
-    ptr[more] -= 1
-    freq = np.diff(cdf).astype(np.uint64)
-    cdf_u = cdf.astype(np.uint64)
-    out = np.empty(int(sizes.sum()), dtype=np.int32)
-    base = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-    mask, shift = np.uint64(_MASK), np.uint64(PRECISION)
-    active = ptr.size
-    for j in range(int(sizes.max())):
-        while active and sizes[active - 1] <= j:  # the short last lane drops out
-            active -= 1
-        st = state[:active]
-        q = st & mask
-        s = np.searchsorted(cdf, q.astype(np.int64), side="right") - 1
-        st = (st >> shift) * freq[s] + (q - cdf_u[s])
-        p = ptr[:active]
-        need = np.flatnonzero((st < one32) & (p > lo_bound[:active]))
-        if need.size:
-            p[need] -= 1
-            st[need] = (st[need] << np.uint64(32)) | w[p[need]]
-        state[:active] = st
-        out[base[:active] + j] = s
-    if np.any(state != 0) or np.any(ptr != lo_bound):
-        raise FormatError(f"{where}: ANS data does not end after its symbols")
-    return out
+
+    n: int
+    alphabet: int
+    counts: np.ndarray
+    cdf: np.ndarray
+    words: np.ndarray
+    starts: np.ndarray
+    ends: np.ndarray
+    sizes: np.ndarray
+    where: str
 
 
-def decode_stream(
+def parse_stream(
     segment: bytes | memoryview, n: int, alphabet: int, where: str, chunk: int | None = None
-) -> np.ndarray:
-    """Decode ``n`` symbols from an ANS segment; returns ``(n,)`` int32.
+) -> AnsStream:
+    """Validate an ANS segment's tables and split its words into lanes (nothing decoded).
 
     ``chunk=None``: one lane (version 1); else lanes of ``chunk`` symbols (version 2).
 
     Raises:
         FormatError: a bad count table (sum must be ``n``), a bad lane table, a word area
-            that is not whole ``u32`` words, a lane that ends in a zero word, or data left
-            over after the symbols.
+            that is not whole ``u32`` words, or a lane that ends in a zero word.
     """
     if n == 0:
         if len(segment):
             raise FormatError(f"{where}: empty stream must have an empty segment")
-        return np.zeros(0, dtype=np.int32)
+        z = np.zeros(0, dtype=np.int64)
+        return AnsStream(0, alphabet, z, z, np.zeros(0, np.uint32), z, z, z, where)
     counts, pos = parse_counts(segment, n, alphabet, where)
     lane = n if chunk is None else chunk
     nlanes = -(-n // lane)
@@ -263,26 +296,122 @@ def decode_stream(
         raise FormatError(f"{where}: ANS lane table claims more words than the segment holds")
     lane_words.append(total_words - sum(lane_words))
     words = np.frombuffer(segment, dtype="<u4", offset=pos).astype(np.uint32)
-    ends = np.cumsum(lane_words)
+    ends = np.cumsum(lane_words).astype(np.int64)
     starts = ends - np.asarray(lane_words, dtype=np.int64)
     nonempty = ends > starts
     if np.any(words[ends[nonempty] - 1] == 0):
         raise FormatError(f"{where}: invalid ANS data (a lane ends in a zero word)")
-    cdf = model(counts, alphabet)
     sizes = np.full(nlanes, lane, dtype=np.int64)
     sizes[-1] = n - lane * (nlanes - 1)
-    if nlanes < _LOCKSTEP_MIN_LANES:
-        cdf_l = cdf.tolist()
-        parts = [
-            _decode_lane(words[a:b], int(k), cdf_l, where)
-            for a, b, k in zip(starts.tolist(), ends.tolist(), sizes.tolist())
-        ]
-        symbols = np.asarray([s for p in parts for s in p], dtype=np.int32)
+    return AnsStream(
+        n, alphabet, counts, model(counts, alphabet), words, starts, ends, sizes, where
+    )
+
+
+def _decode_lockstep(streams: list[AnsStream]) -> list[np.ndarray]:
+    """Every lane of every stream at once: step ``j`` decodes symbol ``j`` of each lane
+    still running, so a whole file takes ``max lane size`` vector steps."""
+    # Global tables: table t's cdf shifted by t * 2**24 keeps one sorted array to search.
+    offsets = np.cumsum([0] + [st.cdf.size - 1 for st in streams])
+    g_cdf = np.concatenate(
+        [st.cdf[:-1] + (t << PRECISION) for t, st in enumerate(streams)]
+    ).astype(np.int64)
+    g_lo = np.concatenate([st.cdf[:-1] for st in streams]).astype(np.uint64)
+    g_freq = np.concatenate([np.diff(st.cdf) for st in streams]).astype(np.uint64)
+    word_base = np.cumsum([0] + [st.words.size for st in streams])
+    w = np.concatenate([st.words for st in streams]).astype(np.uint64)
+    starts = np.concatenate([st.starts + word_base[t] for t, st in enumerate(streams)])
+    ends = np.concatenate([st.ends + word_base[t] for t, st in enumerate(streams)])
+    sizes = np.concatenate([st.sizes for st in streams])
+    table = np.concatenate([np.full(st.sizes.size, t) for t, st in enumerate(streams)])
+    sym_base = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+    order = np.argsort(-sizes, kind="stable")  # longest lanes first: active = a prefix
+    starts, ends, sizes, table, sym_base = (
+        starts[order], ends[order], sizes[order], table[order], sym_base[order]
+    )
+    shift_t = (table.astype(np.int64) << PRECISION)
+    g_base = offsets[table].astype(np.int64)
+    one32 = np.uint64(1 << 32)
+    ptr = ends.astype(np.int64).copy()  # next word to take is w[ptr - 1]
+    state = np.zeros(ptr.size, dtype=np.uint64)
+    have = ptr > starts
+    state[have] = w[ptr[have] - 1]
+    ptr[have] -= 1
+    more = (ptr > starts) & (state < one32)
+    state[more] = (state[more] << np.uint64(32)) | w[ptr[more] - 1]
+    ptr[more] -= 1
+    out = np.empty(int(sizes.sum()), dtype=np.int32)
+    mask, shift = np.uint64(_MASK), np.uint64(PRECISION)
+    active = ptr.size
+    for j in range(int(sizes.max()) if sizes.size else 0):
+        while active and sizes[active - 1] <= j:
+            active -= 1
+        st = state[:active]
+        q = st & mask
+        g = np.searchsorted(g_cdf, q.astype(np.int64) + shift_t[:active], side="right") - 1
+        st = (st >> shift) * g_freq[g] + (q - g_lo[g])
+        p = ptr[:active]
+        need = np.flatnonzero((st < one32) & (p > starts[:active]))
+        if need.size:
+            p[need] -= 1
+            st[need] = (st[need] << np.uint64(32)) | w[p[need]]
+        state[:active] = st
+        out[sym_base[:active] + j] = g - g_base[:active]
+    if np.any(state != 0) or np.any(ptr != starts):
+        bad = streams[int(table[np.flatnonzero((state != 0) | (ptr != starts))[0]])]
+        raise FormatError(f"{bad.where}: ANS data does not end after its symbols")
+    split = np.cumsum([st.n for st in streams])[:-1]
+    return np.split(out, split)
+
+
+def decode_streams(streams: list[AnsStream]) -> list[np.ndarray]:
+    """Decode parsed streams; ``(n,)`` int32 symbols each, in order.
+
+    Streams with many lanes in total are decoded together in lockstep; a file with fewer
+    than 8 lanes (every version-1 file: one lane per stream) by a Python loop per lane.
+
+    Raises:
+        FormatError: a lane that does not end exactly, or symbols that disagree with the
+            count table.
+    """
+    out: list[np.ndarray | None] = [None] * len(streams)
+    busy = [i for i, st in enumerate(streams) if st.n]
+    for i, st in enumerate(streams):
+        if not st.n:
+            out[i] = np.zeros(0, dtype=np.int32)
+    lanes = sum(streams[i].sizes.size for i in busy)
+    if lanes >= _LOCKSTEP_MIN_LANES and all(streams[i].sizes.size > 1 or streams[i].n <= _MAX_LANE for i in busy):
+        for i, sym in zip(busy, _decode_lockstep([streams[i] for i in busy])):
+            out[i] = sym
     else:
-        symbols = _decode_lockstep(words, starts, ends, sizes, cdf, where)
-    # ANS decodes *something* from any words; the stored counts must match what came out.
-    if symbols.max() >= alphabet or not np.array_equal(
-        np.bincount(symbols, minlength=alphabet), counts
-    ):
-        raise FormatError(f"{where}: decoded ANS symbols disagree with the count table")
-    return symbols
+        for i in busy:
+            st = streams[i]
+            cdf_l = st.cdf.tolist()
+            parts = [
+                _decode_lane(st.words[a:b], int(k), cdf_l, st.where)
+                for a, b, k in zip(st.starts.tolist(), st.ends.tolist(), st.sizes.tolist())
+            ]
+            out[i] = np.asarray([x for p in parts for x in p], dtype=np.int32)
+    for i in busy:
+        st, sym = streams[i], out[i]
+        assert sym is not None
+        # ANS decodes *something* from any words; the counts must match what came out.
+        if sym.max() >= st.alphabet or not np.array_equal(
+            np.bincount(sym, minlength=st.alphabet), st.counts
+        ):
+            raise FormatError(f"{st.where}: decoded ANS symbols disagree with the count table")
+    return out  # type: ignore[return-value]
+
+
+def decode_stream(
+    segment: bytes | memoryview, n: int, alphabet: int, where: str, chunk: int | None = None
+) -> np.ndarray:
+    """Decode ``n`` symbols from one ANS segment; returns ``(n,)`` int32.
+
+    ``chunk=None``: one lane (version 1); else lanes of ``chunk`` symbols (version 2).
+
+    Raises:
+        FormatError: see :func:`parse_stream` and :func:`decode_streams`; also data left
+            over after the symbols.
+    """
+    return decode_streams([parse_stream(segment, n, alphabet, where, chunk)])[0]

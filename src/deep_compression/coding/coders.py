@@ -128,7 +128,9 @@ class _Ans(Coder):
         return ans.encode_stream(symbols, alphabet, None if version == 1 else chunk)
 
     def decode(self, refs, chunk):
-        return [ans.decode_stream(r.segment, r.n, r.alphabet, r.where, r.lanes) for r in refs]
+        # Parsed (validated) first, then all lanes of all streams decoded in lockstep.
+        parsed = [ans.parse_stream(r.segment, r.n, r.alphabet, r.where, r.lanes) for r in refs]
+        return ans.decode_streams(parsed)
 
     def table_bytes(self, segment, n, chunk, version):
         if n == 0:

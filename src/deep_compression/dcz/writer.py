@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from deep_compression import __version__
-from deep_compression.coding import context
+from deep_compression.coding import ans, context
 from deep_compression.coding.context import MAX_CTX_ELEMENTS, encode_indices, encode_positions
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS, encode_gaps
 from deep_compression.coding.streams import CODERS, encode_stream
@@ -82,20 +82,54 @@ def _float_payload(values: np.ndarray) -> tuple[bytes, dict[str, str]]:
 
 
 def _pick(
-    symbols: np.ndarray, alphabet: int, coder: str, chunk: int, version: int
+    symbols: np.ndarray,
+    alphabet: int,
+    coder: str,
+    chunk: int,
+    version: int,
+    ans_segment: bytes | None = None,
 ) -> tuple[str, bytes]:
+    """The coder and segment for one stream; ``ans_segment``: its ANS segment if already
+    encoded (version 2 encodes every ANS stream of a file in one batch)."""
+
+    def encode(c: str) -> bytes:
+        if c == "ans" and ans_segment is not None:
+            return ans_segment
+        return encode_stream(symbols, alphabet, c, chunk, version)
+
     if coder not in ("best", "ctx"):
-        return coder, encode_stream(symbols, alphabet, coder, chunk, version)
+        return coder, encode(coder)
     best: tuple[str, bytes] | None = None
     for c in CODERS:  # ties go to the simplest coder
         try:
-            seg = encode_stream(symbols, alphabet, c, chunk, version)
+            seg = encode(c)
         except ValueError:  # e.g. too many distinct symbols for a 15-bit Huffman code
             continue
         if best is None or len(seg) < len(best[1]):
             best = (c, seg)
     assert best is not None
     return best
+
+
+def _ans_batch(tensors: Sequence[Tensor], chunk: int) -> dict[tuple[str, str], bytes]:
+    """Version 2: the ANS segment of every stream of the file, encoded in one lockstep
+    batch (``chunk`` vector steps for the whole file instead of per stream)."""
+    keys, streams = [], []
+    for t in tensors:
+        if isinstance(t, DenseTensor):
+            continue
+        pos, numel = _check_sparse(t)
+        if 0 < pos.size < numel:
+            keys.append((t.name, "gaps"))
+            streams.append((encode_gaps(pos, t.gap_bits), 1 << t.gap_bits))
+        if isinstance(t, QuantizedTensor):
+            k = int(np.asarray(t.codebook).size)
+            idx = np.asarray(t.indices).reshape(-1).astype(np.int64)
+            if idx.size != pos.size or (idx.size and (idx.min() < 0 or idx.max() >= k)):
+                continue  # reported by the main loop, with its message
+            keys.append((t.name, "indices"))
+            streams.append((idx, max(k, 1)))
+    return dict(zip(keys, ans.encode_streams(streams, chunk)))
 
 
 def to_bytes(
@@ -138,6 +172,7 @@ def to_bytes(
     if version == 1 and coder == "ctx":
         raise ConfigError("the ctx coder needs format version 2")
     use_ctx = version >= 2 and coder in ("best", "ctx")
+    batch = _ans_batch(tensors, chunk) if version >= 2 and coder in ("ans", "best", "ctx") else {}
     if ctx_elements is None:
         ctx_elements = context.TRY_CTX_ELEMENTS  # read now, so it can be tuned globally
     segments: list[bytes] = []
@@ -150,8 +185,10 @@ def to_bytes(
         offset += len(data)
         return at if version == 1 else len(data)  # v2: offsets follow from the order
 
-    def stream(symbols: np.ndarray, alphabet: int, ctx: bytes | None = None) -> dict[str, Any]:
-        used, seg = _pick(symbols, alphabet, coder, chunk, version)
+    def stream(
+        symbols: np.ndarray, alphabet: int, key: tuple[str, str], ctx: bytes | None = None
+    ) -> dict[str, Any]:
+        used, seg = _pick(symbols, alphabet, coder, chunk, version, batch.get(key))
         if ctx is not None and len(ctx) < len(seg):
             used, seg = CTX, ctx
         return {"coder": used, "n": int(symbols.size), "at": put(seg)}
@@ -203,7 +240,9 @@ def to_bytes(
         def positions_stream() -> dict[str, Any]:
             # ctx codes the positions themselves (n = kept); a gap stream, the gaps.
             ctx = encode_positions(pos, shape) if try_ctx and 0 < kept < numel else None
-            order0 = _pick(gaps, 1 << t.gap_bits, coder, chunk, version)
+            order0 = _pick(
+                gaps, 1 << t.gap_bits, coder, chunk, version, batch.get((t.name, "gaps"))
+            )
             if ctx is not None and len(ctx) < len(order0[1]):
                 del entry["gap_bits"]
                 return {"coder": CTX, "n": kept, "at": put(ctx)}
@@ -231,7 +270,7 @@ def to_bytes(
             entry["gaps"] = positions_stream()
             # Contexts use the centroids' signs as stored (float32), as the reader sees them.
             ctx = encode_indices(idx, pos, shape, codebook) if try_ctx else None
-            entry["indices"] = stream(idx, k, ctx)
+            entry["indices"] = stream(idx, k, (t.name, "indices"), ctx)
         entries.append(entry)
 
     meta = {**metadata, "tool_version": __version__}
