@@ -155,3 +155,19 @@ print("ok")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+def test_a_batch_of_streams_is_byte_for_byte_the_streams_one_by_one() -> None:
+    """encode_streams / decode_streams run every lane of a file in one lockstep; the bytes
+    are those of encode_stream per stream, and the symbols come back."""
+    rng = np.random.default_rng(3)
+    streams = [
+        (rng.choice(a, size=n, p=rng.dirichlet(np.ones(a))), a)
+        for a, n in [(3, 500), (40, 1), (2, 7000), (17, 0), (300, 2000)]
+    ]
+    for chunk in (7, 100, 5000):
+        batch = ans.encode_streams(streams, chunk)
+        assert batch == [ans.encode_stream(s, a, chunk) for s, a in streams]
+        parsed = [ans.parse_stream(seg, s.size, a, "t", chunk) for seg, (s, a) in zip(batch, streams)]
+        for got, (s, _) in zip(ans.decode_streams(parsed), streams):
+            assert got.tolist() == s.tolist()

@@ -5,6 +5,8 @@
   lockstep chunks;
 * :mod:`~deep_compression.coding.ans`: rANS from integer counts, numpy only (constriction's bits);
 * :mod:`~deep_compression.coding.bits`: fixed-width bit packing and varints;
+* :mod:`~deep_compression.coding.context`: context-adaptive binary arithmetic coding of
+  positions and cluster indices (format version 2, ``ctx``);
 * :mod:`~deep_compression.coding.coders`: the one table of stream coders;
 * :mod:`~deep_compression.coding.streams`: encode/decode streams through that table.
 """
