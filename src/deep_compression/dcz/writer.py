@@ -52,6 +52,10 @@ __all__ = ["DenseTensor", "SparseTensor", "QuantizedTensor", "Tensor", "write_dc
 # "ctx" (format version 2) codes positions and indices with the context-adaptive coder
 # wherever it is smaller than the best order-0 coder; "best" tries every coder.
 CODER_CHOICES = (*CODERS, "ctx", "best")
+# ctx decodes in pure Python at about 1 us per element, the order-0 coders in numpy: ctx is
+# chosen only when it is at least 1% smaller. On the LeNets it saves 2-20% per stream; on
+# VGG-16's iid synthetic weights it saved 832 of 13 MB for 2 s more decoding.
+CTX_MIN_GAIN = 0.99
 
 
 
@@ -189,7 +193,7 @@ def to_bytes(
         symbols: np.ndarray, alphabet: int, key: tuple[str, str], ctx: bytes | None = None
     ) -> dict[str, Any]:
         used, seg = _pick(symbols, alphabet, coder, chunk, version, batch.get(key))
-        if ctx is not None and len(ctx) < len(seg):
+        if ctx is not None and len(ctx) < CTX_MIN_GAIN * len(seg):
             used, seg = CTX, ctx
         return {"coder": used, "n": int(symbols.size), "at": put(seg)}
 
@@ -243,7 +247,7 @@ def to_bytes(
             order0 = _pick(
                 gaps, 1 << t.gap_bits, coder, chunk, version, batch.get((t.name, "gaps"))
             )
-            if ctx is not None and len(ctx) < len(order0[1]):
+            if ctx is not None and len(ctx) < CTX_MIN_GAIN * len(order0[1]):
                 del entry["gap_bits"]
                 return {"coder": CTX, "n": kept, "at": put(ctx)}
             return {"coder": order0[0], "n": int(gaps.size), "at": put(order0[1])}
