@@ -329,9 +329,12 @@ def _tensor(value: Any, where: str, data_len: int, version: int) -> TensorEntry:
                 f"has {segments['codebook'].length}"
             )
         indices = _stream(obj["indices"], f"{where} indices", k, data_len, kept, version)
-        if indices.coder == CTX and numel > MAX_CTX_ELEMENTS:
+        if indices.coder == CTX and (
+            numel > MAX_CTX_ELEMENTS or kept * (k - 1).bit_length() > MAX_CTX_ELEMENTS
+        ):
             raise FormatError(
-                f"{where}: {numel} elements exceed the ctx coder's limit of {MAX_CTX_ELEMENTS}"
+                f"{where}: {numel} elements or {kept} x {(k - 1).bit_length()} index bits "
+                f"exceed the ctx coder's limit of {MAX_CTX_ELEMENTS}"
             )
         if indices.n != kept:
             raise FormatError(f"{where}: {indices.n} cluster indices for {kept} kept entries")

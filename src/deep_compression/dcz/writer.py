@@ -273,7 +273,9 @@ def to_bytes(
             entry.update(enc="quantized", k=k, codebook=put(data), **store)
             entry["gaps"] = positions_stream()
             # Contexts use the centroids' signs as stored (float32), as the reader sees them.
-            ctx = encode_indices(idx, pos, shape, codebook) if try_ctx else None
+            depth = (k - 1).bit_length()
+            small = kept * depth <= min(ctx_elements, MAX_CTX_ELEMENTS)
+            ctx = encode_indices(idx, pos, shape, codebook) if try_ctx and small else None
             entry["indices"] = stream(idx, k, (t.name, "indices"), ctx)
         entries.append(entry)
 
