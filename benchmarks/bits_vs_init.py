@@ -124,8 +124,8 @@ def main() -> int:
         print(f"{args.checkpoint}: no such checkpoint (prune one first, or pass --checkpoint)")
         return 1
     _, meta = load_checkpoint(args.checkpoint)
-    model_name = meta["model"]["name"]
-    train, test = load_dataset(meta.get("dataset", "mnist"))
+    model_name = meta.model.name
+    train, test = load_dataset(meta.dataset or "mnist")
     base_model, _ = load_model(args.checkpoint)
     baseline = 1 - evaluate(base_model, test)[1]
     layers = list(prunable_layers(base_model))

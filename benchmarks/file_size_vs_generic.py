@@ -42,7 +42,7 @@ from torch.nn.utils import parametrize
 from deep_compression.checkpoint import save_checkpoint
 from deep_compression.data import load_dataset
 from deep_compression.dcz import decode
-from deep_compression.encode import encode_model, plain_state_dict
+from deep_compression.encode import EncodeConfig, encode_model, plain_state_dict
 from deep_compression.loading import load_model
 from deep_compression.table import format_table
 
@@ -69,7 +69,7 @@ def make_standin(name: str, out: Path, data_dir: str | None) -> Path:
         sys.exit(f"{dense} missing: train it first (deep-compression train --model {name} ...)")
     seed_everything(0)
     model, meta = load_model(dense)
-    train, test = load_dataset(meta.get("dataset", "mnist"), data_dir)
+    train, test = load_dataset(meta.dataset or "mnist", data_dir)
     layers = PAPER[name]
     for lname, (keep, _) in layers.items():
         layer = getattr(model, lname)
@@ -114,7 +114,10 @@ def sizes_for(path: Path, label: str) -> list[dict[str, object]]:
         for what, (coder, gap_bits) in variants.items():
             out = Path(tmp) / "m.dcz"
             report = encode_model(
-                model, out, metadata={"model": meta["model"]}, coder=coder, gap_bits=gap_bits
+                model,
+                out,
+                EncodeConfig(coder, gap_bits or {}),
+                metadata={"model": meta.model.to_dict()},
             )
             dcz_bytes[what] = report.file_bytes
         arrays, _ = decode(out)

@@ -42,13 +42,14 @@ def main() -> int:
         subprocess.run(cmd, check=True)
         seconds = time.perf_counter() - t0
         _, meta = load_checkpoint(out)
+        _, dense_meta = load_checkpoint(dense)
         rows.append(
             [
                 model,
-                f"{100 * meta['source']['test_error']:.2f}%",
-                f"{100 * meta['kept_fraction']:.2f}%",
-                f"{1 / meta['kept_fraction']:.1f}x",
-                f"{100 * meta['test_error']:.2f}%",
+                f"{100 * dense_meta.test_error:.2f}%",
+                f"{100 * meta.details['prune']['kept_fraction']:.2f}%",
+                f"{1 / meta.details['prune']['kept_fraction']:.1f}x",
+                f"{100 * meta.test_error:.2f}%",
                 f"{seconds:.0f} s",
             ]
         )

@@ -159,8 +159,8 @@ class Bench:
         self.dense_path: Path = args.checkpoint
         model, meta = load_model(self.dense_path)
         self.meta = meta
-        self.model_name = meta["model"]["name"]
-        self.train, self.test = load_dataset(meta.get("dataset", "mnist"), args.data_dir)
+        self.model_name = meta.model.name
+        self.train, self.test = load_dataset(meta.dataset or "mnist", args.data_dir)
         if args.quick:  # a smoke run: a slice of the training set, the whole test set
             self.train = type(self.train)(self.train.x[:6000], self.train.y[:6000])
         self.dense_error = 1 - evaluate(model, self.test)[1]
@@ -170,14 +170,13 @@ class Bench:
 
     def file_meta(self, stage: str, accuracy: float) -> dict[str, Any]:
         return {
-            "model": self.meta["model"],
-            "dataset": self.meta.get("dataset", "mnist"),
-            "preprocessing": self.meta.get("preprocessing"),
+            "model": self.meta.model.to_dict(),
+            "dataset": self.meta.dataset or "mnist",
+            "preprocessing": dict(self.meta.preprocessing or {}),
             "seed": self.args.seed,
-            "stage": stage,
-            "test_accuracy": accuracy,
+            "stage": "pruned" if stage == "pruned" else "quantized",
             "test_error": 1 - accuracy,
-            "source": "benchmarks/tradeoff.py",
+            "details": {"source": "benchmarks/tradeoff.py", "family": stage},
         }
 
     def measure(self, model: Any, stem: str, stage: str, accuracy: float) -> dict[str, Any]:
@@ -186,17 +185,17 @@ class Bench:
         Returns the CSV columns of the files: bytes and rates under both coders and the
         test error of the model decoded from the Huffman file.
         """
-        from deep_compression.encode import encode_model
+        from deep_compression.encode import EncodeConfig, encode_model
         from deep_compression.loading import load_dcz
         from deep_compression.train import evaluate
 
         meta = self.file_meta(stage, accuracy)
         gaps = self.args.gap_bits
         huff = encode_model(
-            model, self.out / f"{stem}.dcz", metadata=meta, coder="huffman", gap_bits=gaps
+            model, self.out / f"{stem}.dcz", EncodeConfig("huffman", gaps or {}), metadata=meta
         )
         fixed = encode_model(
-            model, self.out / f"{stem}-fixed.dcz", metadata=meta, coder="fixed", gap_bits=gaps
+            model, self.out / f"{stem}-fixed.dcz", EncodeConfig("fixed", gaps or {}), metadata=meta
         )
         decoded, _ = load_dcz(huff.path)
         decoded_error = 1 - evaluate(decoded, self.test)[1]
@@ -397,8 +396,10 @@ def run(args: argparse.Namespace) -> tuple[list[dict[str, Any]], dict[str, Any]]
             model,
             {
                 **bench.file_meta("pruned", accuracy),
-                "prune": schedule.to_dict(),
-                "kept_fraction": sparsity_report(model).kept_fraction,
+                "details": {
+                    "prune": schedule.to_dict(),
+                    "kept_fraction": sparsity_report(model).kept_fraction,
+                },
             },
         )
         pruned.append((target, path, schedule.total_epochs))

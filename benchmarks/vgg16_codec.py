@@ -286,7 +286,7 @@ def main() -> None:
 
     import torch
 
-    from deep_compression.encode import encode_model
+    from deep_compression.encode import EncodeConfig, encode_model
     from deep_compression.loading import load_dcz
     from deep_compression.models import build_model, count_parameters
     from deep_compression.prune import KeepFraction, prune_
@@ -378,7 +378,9 @@ def main() -> None:
         path = args.work_dir / f"vgg16-{coder}.dcz"
         rep, stats = phase(
             f"encode_model {coder}",
-            lambda path=path, coder=coder: encode_model(model, path, metadata=meta, coder=coder),
+            lambda path=path, coder=coder: encode_model(
+                model, path, EncodeConfig(coder=coder), metadata=meta
+            ),
             args.repeats,
         )
         files[coder] = (path, rep)

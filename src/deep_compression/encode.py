@@ -41,6 +41,7 @@ from deep_compression.dcz import (
     open_dcz,
     write_dcz,
 )
+from deep_compression.dcz.lossless import record_from_array
 from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns, layer_kinds, resolve
 from deep_compression.prune import PruningMask
@@ -176,8 +177,13 @@ def model_tensors(
         for plain, (mod_name, tname) in names.items():
             module = modules[mod_name]
             if not parametrize.is_parametrized(module, tname):
-                value = getattr(module, tname)
-                records.append(DenseTensor(plain, value.detach().cpu().numpy()))
+                value = getattr(module, tname).detach().cpu().numpy()
+                if tname == "weight":
+                    # A plain weight that is already sparse or few-valued (a decoded .dcz)
+                    # is stored as such, bit for bit; otherwise it stays dense.
+                    records.append(record_from_array(plain, value))
+                else:
+                    records.append(DenseTensor(plain, value))
                 continue
             plist = list(module.parametrizations[tname])
             if isinstance(plist[-1], QuantizedWeight):

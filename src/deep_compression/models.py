@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from deep_compression import caffe_models
 from deep_compression.errors import ConfigError
 
 __all__ = [
@@ -145,6 +146,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet-5": LeNet5,
     "small-cnn": SmallCNN,
     "vgg-16": VGG16,
+    "squeezenet-1.0": caffe_models.SqueezeNet10,  # Caffe layouts, for Han's released files
+    "alexnet": caffe_models.AlexNetCaffe,
 }
 
 

@@ -40,8 +40,10 @@ def records() -> list[Tensor]:
 
 @pytest.fixture
 def sample_blob(records: list[Tensor]) -> bytes:
-    """A valid file with an uncompressed header (easy to edit in tests)."""
-    return to_bytes(records, {"model": {"name": "demo", "kwargs": {}}}, compress_header=False)
+    """A valid version-1 file with an uncompressed header (easy to edit in tests)."""
+    return to_bytes(
+        records, {"model": {"name": "demo", "kwargs": {}}}, compress_header=False, version=1
+    )
 
 
 def _reseal(blob: bytes | bytearray) -> bytes:

@@ -56,8 +56,9 @@ def base_files() -> list[bytes]:
         DenseTensor("b", rng.normal(size=5).astype(np.float32)),
     ]
     return [
-        to_bytes(recs, {"m": 1}, coder=c, chunk=16, compress_header=z)
-        for c in ("huffman", "ans", "fixed")
+        to_bytes(recs, {"m": 1}, coder=c, chunk=16, compress_header=z, version=v)
+        for v in (1, 2)
+        for c in ("huffman", "ans", "fixed") + (("ctx",) if v == 2 else ())
         for z in (False, True)
     ]
 

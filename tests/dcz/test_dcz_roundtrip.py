@@ -80,6 +80,7 @@ def test_the_worked_example_of_the_spec() -> None:
         ],
         {"model": {"name": "demo", "kwargs": {}}},
         compress_header=False,
+        version=1,
     )  # fmt: skip
     assert len(blob) == 437
     assert blob[:12].hex(" ") == "89 44 43 5a 01 00 00 00 92 01 00 00"

@@ -10,13 +10,21 @@ import json
 import math
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep_compression.dcz import DenseTensor, QuantizedTensor, SparseTensor, decode, to_bytes
+from deep_compression.dcz import (
+    DenseTensor,
+    QuantizedTensor,
+    SparseTensor,
+    decode,
+    open_dcz,
+    to_bytes,
+)
 
 DTYPE_FORMATS = {"float32": "f", "float64": "d", "float16": "e", "int64": "q", "int32": "i",
                  "int16": "h", "int8": "b", "uint8": "B", "bool": "?"}  # fmt: skip
@@ -84,12 +92,25 @@ def huffman(seg: bytes, n: int, chunk: int) -> list[int]:
     return out
 
 
-def ans(seg: bytes, n: int, alphabet: int) -> list[int]:
+def ans(seg: bytes, n: int, alphabet: int, lanes: int | None = None) -> list[int]:
     m, pos = varint(seg, 0)
     counts = []
     for _ in range(m):
         c, pos = varint(seg, pos)
         counts.append(c)
+    if lanes is not None:  # version 2 (section 10.4): lanes of `chunk` symbols
+        sizes = [min(lanes, n - i) for i in range(0, n, lanes)]
+        words = []
+        for _ in range(len(sizes) - 1):
+            w, pos = varint(seg, pos)
+            words.append(w)
+        words.append((len(seg) - pos) // 4 - sum(words))
+        table = seg[: varint_end(seg, m)]
+        out = []
+        for size, w in zip(sizes, words):
+            out += ans(table + seg[pos : pos + 4 * w], size, alphabet)
+            pos += 4 * w
+        return out
     K = max(alphabet, 2)
     counts += [0] * (K - m)
     scale = float(2**24 - K) / float(sum(counts))
@@ -116,25 +137,130 @@ def ans(seg: bytes, n: int, alphabet: int) -> list[int]:
     return out
 
 
+def varint_end(seg: bytes, m: int) -> int:
+    """Offset just past the varint m and the m count varints."""
+    pos = varint(seg, 0)[1]
+    for _ in range(m):
+        pos = varint(seg, pos)[1]
+    return pos
+
+
+def dictionary_from_the_spec() -> bytes:
+    """Section 10.2's preset dictionary, read from docs/FORMAT.md itself."""
+    doc = (Path(__file__).parents[2] / "docs" / "FORMAT.md").read_text()
+    block = doc.split("<!-- dictionary -->", 2)[1]
+    return "".join(block.split("```")[1].split("\n")[1:]).strip().encode("ascii")
+
+
+class RangeDecoder:
+    """Section 10.5 (LZMA-style binary range decoder, 16-bit count-based probabilities)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos, self.range = data, 4, 2**32 - 1
+        self.code = int.from_bytes((data[:4] + bytes(4))[:4], "big")
+
+    def bit(self, c: list[int]) -> int:
+        p1 = ((5 * c[1] + 2) * 65536) // (5 * (c[0] + c[1]) + 4)
+        bound = (self.range >> 16) * p1
+        if self.code < bound:
+            self.range, bit = bound, 1
+        else:
+            self.code, self.range, bit = self.code - bound, self.range - bound, 0
+        while self.range < 2**24:
+            nxt = self.data[self.pos] if self.pos < len(self.data) else 0
+            self.range, self.code, self.pos = (
+                self.range * 256,
+                (self.code * 256 + nxt) % 2**32,
+                self.pos + 1,
+            )
+        c[bit] += 1
+        if c[0] + c[1] >= 4096:
+            c[0], c[1] = (c[0] + 1) // 2, (c[1] + 1) // 2
+        return bit
+
+
+def ctx_positions(seg: bytes, shape: list[int], kept: int) -> list[int]:
+    numel = math.prod(shape)
+    rows = shape[0] if len(shape) >= 2 else 1
+    cols = numel // rows
+    rc = RangeDecoder(seg)
+    flag_ctx, bit_ctx = [[0, 0], [0, 0]], [[0, 0] for _ in range(36)]
+    flags, prev = [], 1
+    for _ in range(rows if rows > 1 else 0):
+        prev = rc.bit(flag_ctx[prev])
+        flags.append(prev)
+    flags = flags or [1]
+    out, col_count, above = [], [0] * cols, [0] * cols
+    for r in range(rows):
+        if not flags[r] or len(out) == kept:
+            continue
+        line, left, in_row = [0] * cols, 0, 0
+        for j in range(cols):
+            if j == cols - 1 and in_row == 0:
+                bit = 1
+            else:
+                ctx = left + 2 * above[j] + 4 * min(col_count[j], 2) + 12 * min(in_row, 2)
+                bit = rc.bit(bit_ctx[ctx])
+            if bit:
+                line[j], in_row, col_count[j] = 1, in_row + 1, col_count[j] + 1
+                out.append(r * cols + j)
+                if len(out) == kept:
+                    break
+            left = bit
+        above = line
+    return out
+
+
+def ctx_indices(seg: bytes, positions: list[int], shape: list[int], codebook) -> list[int]:
+    k, numel = len(codebook), math.prod(shape)
+    cols = numel // (shape[0] if len(shape) >= 2 else 1)
+    depth = (k - 1).bit_length()
+    if depth == 0:
+        return [0] * len(positions)
+    rc = RangeDecoder(seg)
+    trees = [[[0, 0] for _ in range(2**depth)] for _ in range(3)]
+    out = []
+    for t, p in enumerate(positions):
+        cls = 0
+        if t and positions[t - 1] == p - 1 and p % cols:
+            cls = 1 if codebook[out[-1]] < 0 else 2
+        node = 1
+        for _ in range(depth):
+            node = 2 * node + rc.bit(trees[cls][node])
+        out.append(node - 2**depth)
+    return out
+
+
 def spec_decode(blob: bytes) -> dict[str, tuple[list[int], list]]:
-    assert blob[:4] == b"\x89DCZ" and struct.unpack_from("<H", blob, 4)[0] == 1
+    assert blob[:4] == b"\x89DCZ"
+    version = struct.unpack_from("<H", blob, 4)[0]
+    assert version in (1, 2)
     flags, h = struct.unpack_from("<HI", blob, 6)
     assert zlib.crc32(blob[:-4]) == struct.unpack("<I", blob[-4:])[0]
     header_bytes = blob[12 : 12 + h]
-    header = json.loads(zlib.decompress(header_bytes) if flags & 1 else header_bytes)
+    if flags & 1 and version == 1:
+        header_bytes = zlib.decompress(header_bytes)
+    elif flags & 1:
+        d = zlib.decompressobj(-15, zdict=dictionary_from_the_spec())
+        header_bytes = d.decompress(header_bytes) + d.flush()
+    header = json.loads(header_bytes)
     data = blob[12 + h : -4]
+    cursor = [0]
 
-    def seg(at: list[int]) -> bytes:
-        return data[at[0] : at[0] + at[1]]
+    def seg(at: list[int] | int) -> bytes:
+        if version == 1:
+            return data[at[0] : at[0] + at[1]]
+        cursor[0] += at  # version 2: lengths only, segments back to back (section 10.3)
+        return data[cursor[0] - at : cursor[0]]
 
-    def stream(s: dict, alphabet: int) -> list[int]:
+    def stream(s: dict, alphabet: int, segment: bytes) -> list[int]:
         if s["coder"] == "fixed":
-            return fixed(seg(s["at"]), s["n"], alphabet)
+            return fixed(segment, s["n"], alphabet)
         if s["n"] == 0:
             return []
         if s["coder"] == "huffman":
-            return huffman(seg(s["at"]), s["n"], header["chunk"])
-        return ans(seg(s["at"]), s["n"], alphabet)
+            return huffman(segment, s["n"], header["chunk"])
+        return ans(segment, s["n"], alphabet, header["chunk"] if version == 2 else None)
 
     out = {}
     for t in header["tensors"]:
@@ -144,20 +270,28 @@ def spec_decode(blob: bytes) -> dict[str, tuple[list[int], list]]:
             fmt = "e" if t.get("store") == "float16" else DTYPE_FORMATS[t["dtype"]]
             out[t["name"]] = (t["shape"], list(struct.unpack(f"<{numel}{fmt}", seg(t["data"]))))
             continue
-        e = 2 ** t["gap_bits"] - 1
-        if t["kept"] == numel:
+        codebook = struct.unpack(f"<{t['k']}{f}", seg(t["codebook"])) if "k" in t else None
+        gap_seg = seg(t["gaps"]["at"])
+        if t["gaps"]["coder"] == "ctx":
+            positions = ctx_positions(gap_seg, t["shape"], t["kept"])
+        elif t["kept"] == numel:
             positions = list(range(numel))
         else:
+            e = 2 ** t["gap_bits"] - 1
             positions, pos = [], -1
-            for s in stream(t["gaps"], 2 ** t["gap_bits"]):
+            for s in stream(t["gaps"], 2 ** t["gap_bits"], gap_seg):
                 pos += s + 1 if s < e else e
                 if s < e:
                     positions.append(pos)
         if t["enc"] == "sparse":
             values = list(struct.unpack(f"<{t['kept']}{f}", seg(t["values"])))
         else:
-            codebook = struct.unpack(f"<{t['k']}{f}", seg(t["codebook"]))
-            values = [codebook[i] for i in stream(t["indices"], t["k"])]
+            idx_seg = seg(t["indices"]["at"])
+            if t["indices"]["coder"] == "ctx":
+                idx = ctx_indices(idx_seg, positions, t["shape"], codebook)
+            else:
+                idx = stream(t["indices"], t["k"], idx_seg)
+            values = [codebook[i] for i in idx]
         dense = [0.0] * numel
         for p, v in zip(positions, values):
             dense[p] = v
@@ -174,14 +308,26 @@ def check_agree(blob: bytes) -> None:
         assert arrays[name].reshape(-1).tolist() == values, name
 
 
-@pytest.mark.parametrize("coder", ["fixed", "huffman", "ans"])
-def test_spec_decoder_agrees_on_sample_file(records, coder: str) -> None:
-    check_agree(to_bytes(records, {"x": 1}, coder=coder, chunk=37))
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("coder", ["fixed", "huffman", "ans", "ctx"])
+def test_spec_decoder_agrees_on_sample_file(records, coder: str, version: int) -> None:
+    if coder == "ctx" and version == 1:
+        pytest.skip("ctx is version 2 only")
+    check_agree(to_bytes(records, {"x": 1}, coder=coder, chunk=37, version=version))
+
+
+@pytest.mark.parametrize("name", ["lenet-300-100", "lenet-5"])
+def test_spec_decoder_agrees_on_the_lenets_in_version_2(name: str) -> None:
+    """The shipped files re-encoded: ctx on large layers, every coder somewhere."""
+    f = open_dcz(Path(__file__).parent.parent / "data" / f"{name}.v1.dcz")
+    blob = to_bytes(f.records(), f.metadata, coder="best", chunk=f.chunk)
+    assert "ctx" in {s.coder for t in open_dcz(blob).tensors for s in t.streams.values()}
+    check_agree(blob)
 
 
 @given(
     st.integers(0, 2**32 - 1),
-    st.sampled_from(["fixed", "huffman", "ans"]),
+    st.sampled_from(["fixed", "huffman", "ans", "ctx"]),
     st.integers(1, 64),
     st.integers(1, 10),
     st.integers(1, 40),
@@ -206,4 +352,5 @@ def test_spec_decoder_agrees_on_random_tensors(
         DenseTensor("d", rng.integers(-5, 5, size=3).astype(np.int16)),
         DenseTensor("h", rng.integers(-5, 5, size=4).astype(np.float32) / 4),
     ]  # fmt: skip
-    check_agree(to_bytes(records, {}, coder=coder, chunk=chunk))
+    for version in (1, 2) if coder != "ctx" else (2,):
+        check_agree(to_bytes(records, {}, coder=coder, chunk=chunk, version=version))

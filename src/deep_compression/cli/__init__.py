@@ -20,7 +20,7 @@ from deep_compression.errors import DeepCompressionError
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules in the order --help lists them (the order of the pipeline).
-_COMMANDS = ("train", "prune", "quantize", "dcz", "compress", "export")
+_COMMANDS = ("train", "prune", "quantize", "dcz", "imports", "compress", "export")
 
 
 def build_parser() -> OneLineParser:

@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=CODER_CHOICES,
         default="huffman",
         help="entropy coder of both streams: huffman (the paper, default), ans (closer to "
-        "the entropy), fixed (no entropy coding: the P+Q file), best (smallest per stream)",
+        "the entropy), fixed (no entropy coding: the P+Q file), best (smallest per stream, "
+        "including ctx: context-adaptive coding of positions and indices; ctx = best)",
     )
     e.add_argument(
         "--gap-bits",

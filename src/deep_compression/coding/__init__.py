@@ -3,9 +3,12 @@
 * :mod:`~deep_compression.coding.gaps`: relative-index sparse coding with fillers;
 * :mod:`~deep_compression.coding.huffman`: canonical, length-limited Huffman, decoded in
   lockstep chunks;
-* :mod:`~deep_compression.coding.ans`: ANS via ``constriction`` from integer counts;
+* :mod:`~deep_compression.coding.ans`: rANS from integer counts, numpy only (constriction's bits);
 * :mod:`~deep_compression.coding.bits`: fixed-width bit packing and varints;
-* :mod:`~deep_compression.coding.streams`: one interface over the three coders.
+* :mod:`~deep_compression.coding.context`: context-adaptive binary arithmetic coding of
+  positions and cluster indices (format version 2, ``ctx``);
+* :mod:`~deep_compression.coding.coders`: the one table of stream coders;
+* :mod:`~deep_compression.coding.streams`: encode/decode streams through that table.
 """
 
 from deep_compression.coding.gaps import decode_gaps, encode_gaps, filler_symbol

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from deep_compression.coding.coders import CODERS
 from deep_compression.errors import ConfigError, FormatError
 
 __all__ = [
@@ -145,31 +146,20 @@ def best_gap_bits(
 ) -> int:
     """The gap field width that makes the gap stream of ``positions`` smallest.
 
-    The cost of each candidate comes from its symbol histogram: ``n * b`` bits for the
-    ``fixed`` coder, the Huffman code's exact payload bits plus its 4-bit table, or the
-    empirical entropy plus a varint count table for ANS (``best``: the smaller of the
-    three). Ties go to the narrower field. Not the paper's rule (5 bits for fc, 8 for
-    conv), an option: on LeNet-300-100's fc1 (8% kept) 8 bits beat 5 by about 9%.
+    The cost of each candidate comes from its symbol histogram through the coder table
+    (:meth:`~deep_compression.coding.coders.Coder.cost_bits`: ``n * b`` bits for
+    ``fixed``, the Huffman code's exact payload plus its 4-bit table, the entropy plus a
+    varint count table for ANS; ``best``: the smallest of them). Ties go to the narrower
+    field. Not the paper's rule (5 bits for fc, 8 for conv), an option: on LeNet-300-100's
+    fc1 (8% kept) 8 bits beat 5 by about 9%.
     """
-    from deep_compression.coding.huffman import code_lengths
-    from deep_compression.coding.streams import entropy_bits
-
     if len(positions) == 0:
         return candidates[0]
+    coders = list(CODERS.values()) if coder == "best" else [CODERS[coder]]
     best, best_cost = candidates[0], float("inf")
     for b in candidates:
         counts = gap_histogram(positions, b)
-        n = int(counts.sum())
-        costs = {"fixed": n * b}
-        if coder in ("huffman", "best"):
-            used = int(np.flatnonzero(counts)[-1]) + 1
-            lengths = code_lengths(counts)
-            costs["huffman"] = int(np.dot(counts, lengths)) + 4 * used + 8
-        if coder in ("ans", "best"):
-            used = int(np.flatnonzero(counts)[-1]) + 1
-            table = 8 * sum(max(1, (int(c).bit_length() + 6) // 7) for c in counts[:used]) + 8
-            costs["ans"] = n * entropy_bits(counts) + table + 32
-        cost = min(costs.values()) if coder == "best" else costs[coder]
+        cost = min(c.cost_bits(counts) for c in coders)
         if cost < best_cost:
             best, best_cost = b, cost
     return best

@@ -14,15 +14,8 @@ layout is specified in ``docs/FORMAT.md``.
 
 from deep_compression.dcz.format import DEFAULT_CHUNK, DEFAULT_MAX_OUTPUT_BYTES, MAGIC, VERSION
 from deep_compression.dcz.reader import DczFile, StreamStats, TensorStats, decode, open_dcz
-from deep_compression.dcz.writer import (
-    CODER_CHOICES,
-    DenseTensor,
-    QuantizedTensor,
-    SparseTensor,
-    Tensor,
-    to_bytes,
-    write_dcz,
-)
+from deep_compression.dcz.records import DenseTensor, QuantizedTensor, SparseTensor, Tensor
+from deep_compression.dcz.writer import CODER_CHOICES, to_bytes, write_dcz
 
 __all__ = [
     "CODER_CHOICES",

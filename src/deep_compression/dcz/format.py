@@ -4,7 +4,7 @@ Byte layout (``docs/FORMAT.md`` is the normative description)::
 
     offset  size  field
     0       4     magic b"\\x89DCZ"
-    4       2     format version, u16 little-endian (this reader: 1)
+    4       2     format version, u16 little-endian (this reader: 1 and 2)
     6       2     flags, u16 LE: bit 0 = header is zlib-compressed; other bits 0
     8       4     header length H (as stored), u32 LE, H <= MAX_HEADER_BYTES
     12      H     header: UTF-8 JSON object (zlib stream of it if flag bit 0)
@@ -19,12 +19,12 @@ that must tile the data section exactly (in order, no overlap, no hole).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from deep_compression.coding.bits import fixed_width
+from deep_compression.coding.coders import CODERS
+from deep_compression.coding.context import MAX_CTX_ELEMENTS
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS
-from deep_compression.coding.streams import CODERS
 from deep_compression.errors import FormatError
 
 __all__ = [
@@ -48,8 +48,9 @@ __all__ = [
 ]
 
 MAGIC = b"\x89DCZ"
-VERSION = 1
-FLAG_ZLIB_HEADER = 1
+VERSION = 2  # what the writer writes by default
+VERSIONS = (1, 2)  # what the reader reads
+FLAG_ZLIB_HEADER = 1  # v1: zlib stream; v2: raw DEFLATE with the preset dictionary below
 PREAMBLE_BYTES = 12
 TRAILER_BYTES = 4
 MAX_HEADER_BYTES = 1 << 24  # 16 MiB, stored or decompressed: never a memory hazard
@@ -109,6 +110,24 @@ _KEYS = {
     },
 }
 _STREAM_KEYS = {"coder", "n", "at"}
+# Version 2: the coder of a stream may also be "ctx" (context-adaptive, coding/context.py);
+# a gaps stream coded with ctx codes the positions themselves, and its tensor then has no
+# "gap_bits".
+CTX = "ctx"
+# Version 2 headers are raw DEFLATE (RFC 1951) with this preset dictionary: the keys and
+# strings every header repeats, so a LeNet header shrinks from ~550 to ~200 bytes. It is
+# part of the format (FORMAT.md section 10.2 spells it out); changing it is a new version.
+HEADER_DICTIONARY_V2 = (
+    b'{"chunk":16384,"meta":{"dataset":"mnist","model":{"kwargs":{},"name":"lenet-300-100"},'
+    b'"preprocessing":{"formula":"x = (pixel * scale - mean) / std","input_shape":[1,28,28],'
+    b'"mean":0.1307,"scale":0.00392156862745098,"std":0.3081},"recipe_digest":"","seed":0,'
+    b'"stage":"P+Q+H","test_accuracy":0.99,"test_error":0.0,"tool_version":"0.1.0"},'
+    b'"tensors":[{"data":,"dtype":"float32","enc":"dense","name":"conv1.bias","shape":[],'
+    b'"store":"float16"},{"enc":"sparse","values":"gaps":{"at":,"coder":"ans","n":},'
+    b'{"codebook":,"dtype":"float32","enc":"quantized","gap_bits":,"gaps":{"at":,'
+    b'"coder":"huffman","n":},"indices":{"at":,"coder":"ctx","n":},"k":16,"kept":,'
+    b'"name":"fc1.weight","shape":[],"store":"float16"}]}'
+)
 # Optional in every tensor object: "store": "float16" says its float32 payload (dense data,
 # sparse values or codebook) is stored as IEEE binary16, every value exactly representable.
 _OPTIONAL_KEYS = {"store"}
@@ -152,7 +171,7 @@ class TensorEntry:
     encoding: str
     numel: int
     kept: int
-    gap_bits: int | None
+    gap_bits: int | None  # None: positions coded with ctx (version 2)
     k: int | None
     streams: dict[str, Stream]
     segments: dict[str, Segment]
@@ -190,7 +209,10 @@ def _obj(
     return value
 
 
-def _segment(value: Any, where: str, data_len: int) -> Segment:
+def _segment(value: Any, where: str, data_len: int, version: int = 1) -> Segment:
+    if version >= 2:  # a length; offsets follow from the order (validate_header)
+        length = _int(value, f"{where} length", 0, data_len)
+        return Segment(-1, length)
     if not isinstance(value, list) or len(value) != 2:
         raise FormatError(f"{where} must be [offset, length]")
     offset = _int(value[0], f"{where} offset", 0, 1 << 62)
@@ -203,34 +225,33 @@ def _segment(value: Any, where: str, data_len: int) -> Segment:
     return Segment(offset, length)
 
 
-def _stream(value: Any, where: str, alphabet: int, data_len: int, max_n: int) -> Stream:
+def _stream(
+    value: Any, where: str, alphabet: int, data_len: int, max_n: int, version: int
+) -> Stream:
     obj = _obj(value, where, _STREAM_KEYS)
     coder = obj["coder"]
-    if coder not in CODERS:
-        raise FormatError(f"{where}: unknown coder {coder!r} (known: {', '.join(CODERS)})")
+    known = (*CODERS, CTX) if version >= 2 else tuple(CODERS)
+    if coder not in known:
+        raise FormatError(f"{where}: unknown coder {coder!r:.40} (known: {', '.join(known)})")
     n = _int(obj["n"], f"{where} n", 0, max_n)
-    seg = _segment(obj["at"], f"{where} at", data_len)
-    if coder == "fixed":
-        expected = (n * fixed_width(alphabet) + 7) // 8
-        if seg.length != expected:
-            raise FormatError(
-                f"{where}: fixed coder needs {expected} bytes for {n} symbols of "
-                f"{fixed_width(alphabet)} bits, segment has {seg.length}"
-            )
-    elif n == 0 and seg.length:
-        raise FormatError(f"{where}: empty stream with a {seg.length}-byte segment")
-    elif n and coder == "huffman" and 8 * seg.length < n:
-        raise FormatError(f"{where}: {seg.length} bytes cannot hold {n} Huffman codes")
+    seg = _segment(obj["at"], f"{where} at", data_len, version)
+    if coder != CTX:
+        CODERS[coder].check_length(n, alphabet, seg.length, where)
     return Stream(coder, n, alphabet, seg)
 
 
-def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
+def _tensor(value: Any, where: str, data_len: int, version: int) -> TensorEntry:
     if not isinstance(value, dict):
         raise FormatError(f"{where} must be a JSON object")
     enc = value.get("enc")
     if enc not in ENCODINGS:
         raise FormatError(f"{where}: unknown encoding {enc!r:.40} (known: {', '.join(ENCODINGS)})")
-    obj = _obj(value, where, _KEYS[enc], frozenset(_OPTIONAL_KEYS))
+    keys = _KEYS[enc]
+    gaps_v = value.get("gaps")
+    ctx_gaps = version >= 2 and isinstance(gaps_v, dict) and gaps_v.get("coder") == CTX
+    if ctx_gaps:
+        keys = keys - {"gap_bits"}
+    obj = _obj(value, where, keys, frozenset(_OPTIONAL_KEYS))
     name = obj["name"]
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
         raise FormatError(f"{where}: name must be a string of 1..{MAX_NAME_CHARS} characters")
@@ -253,7 +274,7 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
         )
     fb = 2 if half else 4  # bytes per stored float of the payload
     if enc == "dense":
-        seg = _segment(obj["data"], f"{where} data", data_len)
+        seg = _segment(obj["data"], f"{where} data", data_len, version)
         itemsize = fb if half else ITEMSIZE[dtype]
         if seg.length != numel * itemsize:
             raise FormatError(
@@ -267,12 +288,22 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
     if dtype != "float32":
         raise FormatError(f"{where}: {enc} tensors must be float32, not {dtype}")
     kept = _int(obj["kept"], f"{where} kept", 0, numel)
-    gap_bits = _int(obj["gap_bits"], f"{where} gap_bits", MIN_GAP_BITS, MAX_GAP_BITS)
-    filler_step = (1 << gap_bits) - 1
-    # Fillers sit strictly before the last kept position (< numel), one per filler_step.
-    max_gaps = kept + (numel - 1) // filler_step if numel else 0
-    gaps = _stream(obj["gaps"], f"{where} gaps", 1 << gap_bits, data_len, max_gaps)
-    if kept in (0, numel) and gaps.n:
+    if ctx_gaps:
+        gap_bits = None
+        gaps = _stream(obj["gaps"], f"{where} gaps", 2, data_len, kept, version)
+        if gaps.n != kept:
+            raise FormatError(f"{where}: ctx positions stream has n = {gaps.n}, kept is {kept}")
+        if numel > MAX_CTX_ELEMENTS:
+            raise FormatError(
+                f"{where}: {numel} elements exceed the ctx coder's limit of {MAX_CTX_ELEMENTS}"
+            )
+    else:
+        gap_bits = _int(obj["gap_bits"], f"{where} gap_bits", MIN_GAP_BITS, MAX_GAP_BITS)
+        filler_step = (1 << gap_bits) - 1
+        # Fillers sit strictly before the last kept position (< numel), one per filler_step.
+        max_gaps = kept + (numel - 1) // filler_step if numel else 0
+        gaps = _stream(obj["gaps"], f"{where} gaps", 1 << gap_bits, data_len, max_gaps, version)
+    if kept in (0, numel) and gaps.n and not ctx_gaps:
         raise FormatError(
             f"{where}: {'no' if kept == 0 else 'every'} entry is kept, so the gap stream "
             f"must be empty (it has {gaps.n} symbols)"
@@ -283,7 +314,7 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
     segments = {"gaps": gaps.segment}
     k = None
     if enc == "sparse":
-        segments["values"] = _segment(obj["values"], f"{where} values", data_len)
+        segments["values"] = _segment(obj["values"], f"{where} values", data_len, version)
         if segments["values"].length != fb * kept:
             raise FormatError(
                 f"{where}: {kept} values of {fb} bytes need {fb * kept} bytes, segment has "
@@ -291,13 +322,20 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
             )
     else:
         k = _int(obj["k"], f"{where} k", 1, MAX_CODEBOOK)
-        segments["codebook"] = _segment(obj["codebook"], f"{where} codebook", data_len)
+        segments["codebook"] = _segment(obj["codebook"], f"{where} codebook", data_len, version)
         if segments["codebook"].length != fb * k:
             raise FormatError(
                 f"{where}: codebook of {k} values of {fb} bytes needs {fb * k} bytes, segment "
                 f"has {segments['codebook'].length}"
             )
-        indices = _stream(obj["indices"], f"{where} indices", k, data_len, kept)
+        indices = _stream(obj["indices"], f"{where} indices", k, data_len, kept, version)
+        if indices.coder == CTX and (
+            numel > MAX_CTX_ELEMENTS or kept * (k - 1).bit_length() > MAX_CTX_ELEMENTS
+        ):
+            raise FormatError(
+                f"{where}: {numel} elements or {kept} x {(k - 1).bit_length()} index bits "
+                f"exceed the ctx coder's limit of {MAX_CTX_ELEMENTS}"
+            )
         if indices.n != kept:
             raise FormatError(f"{where}: {indices.n} cluster indices for {kept} kept entries")
         streams["indices"] = indices
@@ -305,10 +343,24 @@ def _tensor(value: Any, where: str, data_len: int) -> TensorEntry:
     return TensorEntry(name, shape, dtype, enc, numel, kept, gap_bits, k, streams, segments, half)
 
 
+def _place(t: TensorEntry, offset: int) -> tuple[TensorEntry, int]:
+    """Version 2: give the segments of ``t`` their offsets, back to back from ``offset``."""
+    segments = {}
+    for role in SEGMENT_ORDER:
+        if role in t.segments:
+            segments[role] = Segment(offset, t.segments[role].length)
+            offset += t.segments[role].length
+    streams = {role: replace(s, segment=segments[role]) for role, s in t.streams.items()}
+    return replace(t, segments=segments, streams=streams), offset
+
+
 def validate_header(
-    header: Any, data_len: int, max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES
+    header: Any,
+    data_len: int,
+    max_output_bytes: int = DEFAULT_MAX_OUTPUT_BYTES,
+    version: int = 1,
 ) -> tuple[int, dict[str, Any], list[TensorEntry]]:
-    """Check a parsed header against the data section length.
+    """Check a parsed header of format ``version`` against the data section length.
 
     Returns:
         ``(chunk, metadata, tensors)``.
@@ -324,7 +376,16 @@ def validate_header(
     raw = obj["tensors"]
     if not isinstance(raw, list) or len(raw) > MAX_TENSORS:
         raise FormatError(f"header tensors must be a list of at most {MAX_TENSORS} entries")
-    tensors = [_tensor(t, f"tensor #{i}", data_len) for i, t in enumerate(raw)]
+    tensors = [_tensor(t, f"tensor #{i}", data_len, version) for i, t in enumerate(raw)]
+    if version >= 2:
+        offset = 0
+        for i, t in enumerate(tensors):
+            tensors[i], offset = _place(t, offset)
+            if offset > data_len:
+                raise FormatError(
+                    f"tensor {t.name!r} segments run past the end of the data section "
+                    f"({data_len} bytes): truncated file?"
+                )
     names: set[str] = set()
     total = 0
     expected = 0  # segments must tile the data section in order

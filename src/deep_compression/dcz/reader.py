@@ -11,7 +11,6 @@ lengths, gap streams that run past a tensor, counts that disagree).
 from __future__ import annotations
 
 import json
-import math
 import os
 import zlib
 from dataclasses import dataclass
@@ -20,37 +19,35 @@ from typing import Any
 
 import numpy as np
 
-from deep_compression.coding.bits import decode_varint, fixed_width
-from deep_compression.coding.gaps import decode_gaps
+from deep_compression.coding.bits import fixed_width
+from deep_compression.coding.coders import CODERS
+from deep_compression.coding.context import decode_indices, decode_positions
+from deep_compression.coding.gaps import best_gap_bits, decode_gaps
 from deep_compression.coding.streams import StreamRef, decode_streams, entropy_bits
 from deep_compression.dcz.format import (
+    CTX,
     DEFAULT_MAX_OUTPUT_BYTES,
     DTYPES,
     FLAG_ZLIB_HEADER,
+    HEADER_DICTIONARY_V2,
     MAGIC,
     MAX_HEADER_BYTES,
     PREAMBLE_BYTES,
     TRAILER_BYTES,
-    VERSION,
+    VERSIONS,
     TensorEntry,
     validate_header,
 )
-from deep_compression.dcz.writer import DenseTensor, QuantizedTensor, SparseTensor, Tensor
+from deep_compression.dcz.records import (
+    DenseTensor,
+    QuantizedTensor,
+    SparseTensor,
+    Tensor,
+    to_dense,
+)
 from deep_compression.errors import FormatError
 
 __all__ = ["DczFile", "StreamStats", "TensorStats", "open_dcz", "decode", "to_dense"]
-
-
-def to_dense(record: Tensor) -> np.ndarray:
-    """The dense array a writer record stands for (float32 for sparse and quantized)."""
-    if isinstance(record, DenseTensor):
-        return record.array
-    out = np.zeros(math.prod(record.shape), dtype=np.float32)
-    if isinstance(record, SparseTensor):
-        out[record.positions] = record.values
-    else:
-        out[record.positions] = record.codebook[record.indices]
-    return out.reshape(record.shape)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -133,6 +130,7 @@ class DczFile:
         meta: dict[str, Any],
         tensors: list[TensorEntry],
         where: str,
+        version: int = 1,
     ) -> None:
         self._blob = memoryview(blob)
         self._data_start = PREAMBLE_BYTES + header_bytes
@@ -143,7 +141,9 @@ class DczFile:
         self.metadata = meta
         self.tensors = tensors
         self.where = where
+        self.version = version
         self._symbols: dict[tuple[str, str], np.ndarray] | None = None
+        self._ctx_symbols: dict[tuple[str, str], np.ndarray] = {}  # filled by records()
 
     @property
     def original_bytes(self) -> int:
@@ -166,6 +166,8 @@ class DczFile:
         keys, refs = [], []
         for t in self.tensors:
             for role, s in t.streams.items():
+                if s.coder == CTX:  # decoded in records(): its contexts need the positions
+                    continue
                 keys.append((t, role))
                 refs.append(
                     StreamRef(
@@ -174,12 +176,14 @@ class DczFile:
                         s.n,
                         s.alphabet,
                         f"{self.where}: tensor {t.name!r} {role}",
+                        None if self.version == 1 else self.chunk,
                     )
                 )
         return keys, refs
 
     def decode_symbols(self) -> dict[tuple[str, str], np.ndarray]:
-        """Every stream's symbols, keyed by ``(tensor name, "gaps" | "indices")``.
+        """Every order-0 stream's symbols, keyed by ``(tensor name, "gaps" | "indices")``
+        (``ctx`` streams are decoded by :meth:`records`).
 
         Decoded once and kept: ``records``, ``decode`` and ``stats`` all start here.
         """
@@ -223,22 +227,37 @@ class DczFile:
                 arr = raw.astype(raw.dtype.newbyteorder("="), copy=True).reshape(t.shape)
                 out.append(DenseTensor(t.name, arr))
                 continue
-            assert t.gap_bits is not None
-            if t.kept == t.numel:  # every entry kept: no gap stream
+            if t.streams["gaps"].coder == CTX:
+                positions = decode_positions(
+                    self.segment(t, "gaps"), t.shape, t.kept, f"{where} positions"
+                )
+            elif t.kept == t.numel:  # every entry kept: no gap stream
                 positions = np.arange(t.numel, dtype=np.int64)
             else:
+                assert t.gap_bits is not None
                 positions = decode_gaps(
                     symbols[(t.name, "gaps")], t.gap_bits, t.numel, t.kept, f"{where} gaps"
                 )
+            # A record needs a gap width even when its positions were ctx-coded: the one
+            # the writer would pick for a gap stream (what a re-encoding falls back to).
+            gap_bits = t.gap_bits or best_gap_bits(positions, "huffman")
             if t.encoding == "sparse":
                 values = self._floats(t, "values")
-                out.append(SparseTensor(t.name, t.shape, positions, values, t.gap_bits))
+                out.append(SparseTensor(t.name, t.shape, positions, values, gap_bits))
             else:
                 codebook = self._floats(t, "codebook")
-                indices = symbols[(t.name, "indices")]
-                out.append(
-                    QuantizedTensor(t.name, t.shape, positions, indices, codebook, t.gap_bits)
-                )
+                if t.streams["indices"].coder == CTX:
+                    indices = decode_indices(
+                        self.segment(t, "indices"),
+                        positions,
+                        t.shape,
+                        codebook,
+                        f"{where} indices",
+                    )
+                    self._ctx_symbols[(t.name, "indices")] = indices
+                else:
+                    indices = symbols[(t.name, "indices")]
+                out.append(QuantizedTensor(t.name, t.shape, positions, indices, codebook, gap_bits))
         return out
 
     def decode(self) -> dict[str, np.ndarray]:
@@ -248,19 +267,37 @@ class DczFile:
     def stats(self) -> list[TensorStats]:
         """Per-tensor sizes and per-stream entropy (decodes the symbol streams)."""
         symbols = self.decode_symbols()
+        ctx_indices = [
+            (t.name, "indices") for t in self.tensors
+            if t.streams.get("indices") is not None and t.streams["indices"].coder == CTX
+        ]  # fmt: skip
+        if any(key not in self._ctx_symbols for key in ctx_indices):
+            self.records()  # ctx indices are decoded there (their contexts need positions)
         out = []
         for t in self.tensors:
             streams = {}
             for role, s in t.streams.items():
                 seg = self.segment(t, role)
-                counts = np.bincount(symbols[(t.name, role)], minlength=s.alphabet)
+                if s.coder == CTX and role == "gaps":
+                    # ctx codes the kept map, one binary decision per element: its order-0
+                    # entropy, per kept entry (the stream's n), is the figure to beat.
+                    bitmap = np.array([t.numel - t.kept, t.kept])
+                    entropy = entropy_bits(bitmap) * t.numel / max(t.kept, 1)
+                    table = 0
+                else:
+                    if s.coder == CTX:
+                        syms, table = self._ctx_symbols[(t.name, role)], 0
+                    else:
+                        syms = symbols[(t.name, role)]
+                        table = CODERS[s.coder].table_bytes(seg, s.n, self.chunk, self.version)
+                    entropy = entropy_bits(np.bincount(syms, minlength=s.alphabet))
                 streams[role] = StreamStats(
                     coder=s.coder,
                     n=s.n,
                     alphabet=s.alphabet,
                     bytes=len(seg),
-                    table_bytes=_table_bytes(seg, s.coder, s.n, self.chunk),
-                    entropy=entropy_bits(counts),
+                    table_bytes=table,
+                    entropy=entropy,
                     fixed_bytes=(s.n * fixed_width(s.alphabet) + 7) // 8,
                 )
             gaps = t.streams.get("gaps")
@@ -274,7 +311,7 @@ class DczFile:
                     kept=t.kept,
                     gap_bits=t.gap_bits,
                     k=t.k,
-                    fillers=gaps.n - t.kept if gaps is not None and gaps.n else 0,
+                    fillers=gaps.n - t.kept if gaps is not None and gaps.n else 0,  # ctx: n = kept
                     streams=streams,
                     codebook_bytes=seg["codebook"].length if "codebook" in seg else 0,
                     values_bytes=seg["values"].length if "values" in seg else 0,
@@ -284,21 +321,13 @@ class DczFile:
         return out
 
 
-def _table_bytes(seg: memoryview, coder: str, n: int, chunk: int) -> int:
-    """Bytes of a stream segment that are not coded symbols: code table, chunk table."""
-    if n == 0 or coder == "fixed":
-        return 0
-    m, pos = decode_varint(seg, 0, "table")
-    if coder == "huffman":
-        return pos + (m + 1) // 2 + 4 * (-(-n // chunk) - 1)
-    for _ in range(m):
-        _, pos = decode_varint(seg, pos, "table")
-    return pos
-
-
-def _inflate(raw: bytes, where: str) -> bytes:
-    """Decompress a zlib header, refusing to produce more than MAX_HEADER_BYTES."""
-    d = zlib.decompressobj()
+def _inflate(raw: bytes, where: str, version: int = 1) -> bytes:
+    """Decompress a header (v1: zlib; v2: raw DEFLATE with the preset dictionary),
+    refusing to produce more than MAX_HEADER_BYTES."""
+    if version == 1:
+        d = zlib.decompressobj()
+    else:
+        d = zlib.decompressobj(-15, zdict=HEADER_DICTIONARY_V2)
     try:
         out = d.decompress(raw, MAX_HEADER_BYTES + 1)
     except zlib.error as e:
@@ -341,14 +370,16 @@ def open_dcz(
             f"{where}: not a .dcz file (magic bytes {blob[:4].hex()}, expected {MAGIC.hex()})"
         )
     version = int.from_bytes(blob[4:6], "little")
-    if version != VERSION:
+    if version not in VERSIONS:
         raise FormatError(
             f"{where}: format version {version} is not supported (this reader "
-            f"reads version {VERSION})"
+            f"reads versions {', '.join(map(str, VERSIONS))})"
         )
     flags = int.from_bytes(blob[6:8], "little")
     if flags & ~FLAG_ZLIB_HEADER:
-        raise FormatError(f"{where}: unknown flags 0x{flags:04x} (version 1 defines only bit 0)")
+        raise FormatError(
+            f"{where}: unknown flags 0x{flags:04x} (version {version} defines only bit 0)"
+        )
     header_len = int.from_bytes(blob[8:12], "little")
     if header_len > MAX_HEADER_BYTES:
         raise FormatError(
@@ -362,7 +393,7 @@ def open_dcz(
         )
     raw = blob[PREAMBLE_BYTES : PREAMBLE_BYTES + header_len]
     if flags & FLAG_ZLIB_HEADER:
-        raw = _inflate(raw, where)
+        raw = _inflate(raw, where, version)
     try:
         header = json.loads(
             raw.decode("utf-8"),
@@ -374,7 +405,7 @@ def open_dcz(
     except (ValueError, RecursionError) as e:  # UnicodeDecodeError, JSONDecodeError, digits
         raise FormatError(f"{where}: header is not valid UTF-8 JSON ({str(e)[:120]})") from None
     try:
-        chunk, meta, tensors = validate_header(header, data_len, max_output_bytes)
+        chunk, meta, tensors = validate_header(header, data_len, max_output_bytes, version)
     except FormatError as e:
         raise FormatError(f"{where}: {e}") from None
     stored = int.from_bytes(blob[-TRAILER_BYTES:], "little")
@@ -384,7 +415,7 @@ def open_dcz(
             f"{where}: checksum mismatch (stored CRC-32 {stored:08x}, computed "
             f"{actual:08x}): the file is corrupt"
         )
-    return DczFile(blob, header_len, len(raw), chunk, meta, tensors, where)
+    return DczFile(blob, header_len, len(raw), chunk, meta, tensors, where, version)
 
 
 def decode(
