@@ -167,3 +167,15 @@ def test_stage_bytes_of_info_and_the_shipped_report_agree(run_cli) -> None:
         for stage in ("P", "P+Q", "P+Q+H"):
             assert summary["stages"][stage]["bytes"] == stages[stage], (name, stage)
         assert stages["P+Q+H"] == (ROOT / "models" / f"{name}.dcz").stat().st_size
+
+
+def test_version_1_files_still_load_as_models() -> None:
+    """Files written before format version 2 and the typed metadata (stage 'P+Q+H',
+    'test_accuracy') decode into working models."""
+    from deep_compression.loading import load_dcz
+
+    for name in ("lenet-300-100", "lenet-5"):
+        model, meta = load_dcz(ROOT / "tests" / "data" / f"{name}.v1.dcz")
+        assert meta.stage == "quantized" and meta.model.name == name
+        assert meta.test_error is not None and meta.test_error < 0.02
+        assert not model.training

@@ -43,6 +43,9 @@ __all__ = [
 ]
 
 STAGES = ("dense", "pruned", "quantized", "decoded")
+# What files written before the typed metadata called their stage (version-1 .dcz files
+# named the storage variant; "unknown" was encode's fallback).
+_LEGACY_STAGES = {"P": "pruned", "P+Q": "quantized", "P+Q+H": "quantized", "unknown": "dense"}
 
 
 def _frozen(d: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -128,6 +131,7 @@ class CheckpointMeta:
             raise FormatError(f"{where}: metadata must be a JSON object")
         model = ModelSpec.from_dict(d.get("model"), where)
         stage = d.get("stage", "dense")
+        stage = _LEGACY_STAGES.get(stage, stage) if isinstance(stage, str) else stage
         if stage not in STAGES:
             raise FormatError(f"{where}: unknown stage {stage!r}")
         dataset = d.get("dataset")
