@@ -121,7 +121,7 @@ def test_import_cli_squeezenet(tmp_path, run_cli, monkeypatch) -> None:
     argv = ["import", str(src), "--format", "han-net", "--model", "squeezenet-1.0", "-o", str(out)]
     assert cli(*argv).returncode == 0
     arrays, meta = decode(out)
-    assert meta["source"]["format"] == "han-net" and open_dcz(out).version == 2
+    assert meta["details"]["source"]["format"] == "han-net" and open_dcz(out).version == 2
     for caffe, path, _, _ in specs:
         w = next(codebook[codes] for c, codes, codebook, _ in layers if c == caffe)
         assert np.array_equal(arrays[f"{path}.weight"], w)

@@ -12,10 +12,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import time
-from pathlib import Path
 
-from deep_compression.cli._common import existing_file
-from deep_compression.errors import ConfigError, FormatError
+from deep_compression.cli._common import add_out_arg, check_out, existing_file
+from deep_compression.errors import FormatError
+from deep_compression.records import CheckpointMeta, ModelSpec
 
 FORMATS = ("han-net",)
 MAX_INPUT_BYTES = 1 << 30  # his AlexNet file is 6.9 MB; anything near this is not his
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Read a compressed model in another layout and write the same weights, "
         "bit for bit, as a .dcz file (checked by decoding it again).",
     )
-    p.add_argument("file", metavar="FILE", type=existing_file)
+    p.add_argument("file", metavar="FILE", type=existing_file, help="the file to import")
     p.add_argument("--format", required=True, choices=FORMATS, help="layout of FILE")
     p.add_argument(
         "--model",
@@ -36,8 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=("squeezenet-1.0", "alexnet"),
         help="the network FILE holds (its layers give the tensor shapes)",
     )
-    p.add_argument("-o", "--out", required=True, type=Path, help="the .dcz file to write")
-    p.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    add_out_arg(p, "compressed model (.dcz)")
     p.set_defaults(func=run)
 
 
@@ -50,10 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from deep_compression.han_net import read_han_net
     from deep_compression.models import build_model
 
-    if args.out.suffix != ".dcz":
-        raise ConfigError(f"--out {args.out}: compressed models are .dcz files")
-    if args.out.exists() and not args.force:
-        raise ConfigError(f"--out {args.out} exists; pass --force to overwrite it")
+    check_out(args, ".dcz")
     size = args.file.stat().st_size
     if size > MAX_INPUT_BYTES:
         raise FormatError(f"{args.file}: {size} bytes is too large for a {args.format} file")
@@ -75,16 +71,18 @@ def run(args: argparse.Namespace) -> int:
         else DenseTensor(name, arrays[name])
         for name in model.state_dict()
     ]  # fmt: skip
-    meta = {
-        "model": {"name": args.model, "kwargs": {}},
-        "dataset": "imagenet",
-        "source": {
-            "format": args.format,
-            "file": args.file.name,
-            "bytes": size,
-            "sha256": hashlib.sha256(blob).hexdigest(),
-        },
+    source = {
+        "format": args.format,
+        "file": args.file.name,
+        "bytes": size,
+        "sha256": hashlib.sha256(blob).hexdigest(),
     }
+    meta = CheckpointMeta(
+        model=ModelSpec(args.model),
+        stage="quantized",
+        dataset="imagenet",
+        details={"source": source},
+    ).to_dict()
     written = write_dcz(args.out, records, meta, coder="best")
     decoded, _ = decode(args.out)
     for name, a in arrays.items():
