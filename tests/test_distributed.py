@@ -181,6 +181,17 @@ def scenario_primitives(out: Path) -> None:
     fit(model, train, test, TrainConfig(epochs=1, batch_size=BATCH), progress=False, desc="bn")
     save_file(state(model), str(out / f"bn-rank{r}.safetensors"))
 
+    # Augmentation under 2 ranks: each rank its own shifts, the same ones on every run
+    # (and fit's own check says the ranks still agree afterwards).
+    augmented = []
+    for _ in range(2):
+        model = tiny_model()
+        config = TrainConfig(epochs=1, batch_size=BATCH, augment=1, seed=5)
+        fit(model, train, None, config, progress=False, desc="augment")
+        augmented.append(state(model))
+    assert all(torch.equal(augmented[0][k], augmented[1][k]) for k in augmented[0])
+    assert dist.rank_seed(5, 0) != dist.rank_seed(5, 1)
+
     # Sharded evaluation equals the whole-data evaluation on one rank.
     sharded = evaluate(model, test, batch_size=7)
     whole = evaluate(model, test, batch_size=7, shard=False)

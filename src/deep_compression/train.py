@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler, Subset, default_collate
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from deep_compression import distributed as dist
 from deep_compression.data import Split
@@ -176,34 +176,9 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
     return padded[idx_n, torch.arange(x.shape[1])[None, :, None, None], rows, cols]
 
 
-class _SplitDataset(Dataset):
-    """A :class:`Split` as a map-style Dataset that fetches a whole batch with one index
-    operation (``__getitems__``), as fast as slicing the tensors directly."""
-
-    def __init__(self, split: Split) -> None:
-        self.split = split
-
-    def __len__(self) -> int:
-        return len(self.split)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.split.x[i], self.split.y[i]
-
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        idx = torch.as_tensor(indices, dtype=torch.int64)
-        return self.split.x[idx], self.split.y[idx]
-
-
-def _batch_as_is(batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    return batch
-
-
-def _as_dataset(data: Data, what: str) -> tuple[Dataset, Any]:
-    """``(dataset, collate_fn)`` for a DataLoader over ``data``."""
-    if isinstance(data, Split):
-        return _SplitDataset(data), _batch_as_is
-    if isinstance(data, Dataset) and hasattr(data, "__len__"):
-        return data, default_collate
+def _check_data(data: Data, what: str) -> None:
+    if isinstance(data, Split) or (isinstance(data, Dataset) and hasattr(data, "__len__")):
+        return
     raise ConfigError(
         f"{what} must be a data.Split or a map-style torch Dataset of (x, y) pairs with a "
         f"length, got {type(data).__name__}"
@@ -267,23 +242,41 @@ class GlobalBatchSampler(Sampler[list[int]]):
         """Images in global batch ``step`` (0-based) of an epoch, over all ranks."""
         return min(self.batch_size, self.n - step * self.batch_size)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def index_batches(self) -> Iterator[torch.Tensor]:
+        """This rank's batches as int64 index tensors (what :meth:`__iter__` lists)."""
         # Drawn when the first batch is requested, as the loop has always drawn it: first
         # the permutation, then (single process) the augmentation shifts of that batch.
         order = torch.randperm(self.n, generator=self.generator)
         r, w = self.rank, self.world_size
         for step in range(len(self)):
             lo, size = step * self.batch_size, self.global_size(step)
-            yield order[lo + r * size // w : lo + (r + 1) * size // w].tolist()
+            yield order[lo + r * size // w : lo + (r + 1) * size // w]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (idx.tolist() for idx in self.index_batches())
 
 
-def _loader(dataset: Dataset, collate: Any, **kwargs: Any) -> DataLoader:
+def _loader(dataset: Dataset, **kwargs: Any) -> DataLoader:
     # A throw-away generator for the DataLoader's own base seed (it draws one number per
     # epoch, for worker processes we do not use): without it that draw would come from
     # torch's global generator and shift the dropout stream.
-    return DataLoader(
-        dataset, collate_fn=collate, num_workers=0, generator=torch.Generator(), **kwargs
-    )
+    return DataLoader(dataset, num_workers=0, generator=torch.Generator(), **kwargs)
+
+
+def _batches(
+    data: Data, sampler: GlobalBatchSampler
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of this rank's ``(x, y)`` batches, in the sampler's order.
+
+    A Dataset goes through a DataLoader. A Split is indexed directly with the same index
+    tensors: the same batches, without the DataLoader's per-batch overhead (measured here:
+    0.2 ms a batch, 0.1 s per MNIST epoch, next to 0.7 s for a whole LeNet-300-100 epoch).
+    """
+    if isinstance(data, Split):
+        for idx in sampler.index_batches():
+            yield data.x[idx], data.y[idx]
+    else:
+        yield from _loader(data, batch_sampler=sampler)
 
 
 @torch.inference_mode()
@@ -298,8 +291,8 @@ def _evaluate_part(model: nn.Module, data: Data, part: range, batch_size: int) -
             for i in range(part.start, part.stop, batch_size)
         )
     else:
-        dataset, collate = _as_dataset(data, "evaluation data")
-        batches = _loader(Subset(dataset, part), collate, batch_size=batch_size, shuffle=False)
+        _check_data(data, "evaluation data")
+        batches = _loader(Subset(data, part), batch_size=batch_size, shuffle=False)
     for x, y in batches:
         x, y = x.to(dev), y.to(dev)
         logits = model(x)
@@ -400,7 +393,7 @@ def fit(
     size, rank = dist.world_size(), dist.rank()
     if dist.is_initialized():
         dist.refuse_wrapped(model)
-    dataset, collate = _as_dataset(train, "training data")
+    _check_data(train, "training data")
     # Shuffling: one generator seeded alike on every rank, so all ranks agree on the batches.
     gen = torch.Generator().manual_seed(config.seed)
     if size == 1:
@@ -409,8 +402,7 @@ def fit(
     else:
         seed_everything(dist.rank_seed(config.seed))  # dropout: a stream per rank
         aug_gen = torch.Generator().manual_seed(dist.rank_seed(config.seed))
-    sampler = GlobalBatchSampler(len(dataset), config.batch_size, gen, rank=rank, world_size=size)
-    loader = _loader(dataset, collate, batch_sampler=sampler)
+    sampler = GlobalBatchSampler(len(train), config.batch_size, gen, rank=rank, world_size=size)
     dev = _model_device(model)
     float_buffers = any(b.is_floating_point() for b in model.buffers())
     steps_per_epoch = len(sampler)
@@ -429,7 +421,7 @@ def fit(
             sampler.set_epoch(epoch)
             seen, loss_sum, correct = 0, 0.0, 0
             bar = progress_bar(
-                loader,
+                _batches(train, sampler),
                 total=steps_per_epoch,
                 desc=f"{desc} {epoch}/{config.epochs}",
                 enabled=show,
