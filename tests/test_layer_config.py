@@ -64,5 +64,8 @@ def test_nested_names_and_types() -> None:
         resolve({"*": 0, "type:_Conv2d": 9}, "layer1.0.conv2", "bits", kinds["layer1.0.conv2"]) == 9
     )
     check_patterns(cfg, NESTED, "bits")
+    # A name without wildcards is exact: "conv1" is the top-level layer only.
+    assert resolve({"*": 0, "conv1": 7}, "layer1.0.conv1", "bits", kinds["layer1.0.conv1"]) == 0
+    assert resolve({"*": 0, "conv1": 7}, "conv1", "bits", kinds["conv1"]) == 7
     with pytest.raises(ConfigError, match="'type:Conv1d' matches no layer"):
         check_patterns({"type:Conv1d": 1}, NESTED, "bits")

@@ -185,7 +185,7 @@ def test_batchnorm_fold_is_exact_and_reestimation_measures(user: Path) -> None:
 
 def test_layer_keys_reach_nested_and_grouped_layers(user: Path) -> None:
     model = make_model(f"{user / 'net.py'}:tiny", allow_code=True)
-    bits = layer_bits(model, QuantizeConfig(bits={"conv": 6, "type:Linear": 2}))
+    bits = layer_bits(model, QuantizeConfig(bits={"conv*": 6, "type:Linear": 2}))
     assert bits == {"0": 8, "3.conv": 6, "6": 2}  # "0", a conv no key matches: the paper's 8
     prune_(model, {"*": KeepFraction(0.5)})
     quantize_(model, QuantizeConfig(bits={"*": 2}))

@@ -33,6 +33,7 @@ from deep_compression.coding.gaps import best_gap_bits, check_gap_bits
 from deep_compression.dcz import (
     CODER_CHOICES,
     DEFAULT_CHUNK,
+    DczFile,
     DenseTensor,
     QuantizedTensor,
     SparseTensor,
@@ -56,6 +57,7 @@ __all__ = [
     "model_tensors",
     "plain_state_dict",
     "encode_model",
+    "read_report",
 ]
 
 # The paper's gap fields: 5 bits for fully connected layers, 8 for convolutions.
@@ -292,44 +294,51 @@ def encode_model(
     coder, chunk, gap_bits = config.coder, config.chunk, dict(config.gap_bits) or None
     t0 = time.perf_counter()
     records = model_tensors(model, gap_bits, coder)
-    size = write_dcz(path, records, metadata.to_dict(), coder=coder, chunk=chunk)
+    write_dcz(path, records, metadata.to_dict(), coder=coder, chunk=chunk)
     seconds = time.perf_counter() - t0
     del records  # the model's indices and positions: as large as the layers' masks
-    f = open_dcz(path)
     if verify:
-        # One tensor at a time, each decoded record against the model's effective tensor
-        # (decoding everything and cloning every tensor first took 3.4x-3.8x the dense
-        # model on VGG-16, on top of the model; this takes about 1x).
-        modules = dict(model.named_modules())
-        names = _plain_names(model)
-        decoded = f.records()
-        if [r.name for r in decoded] != list(names):
-            raise AssertionError(f"{path}: the file's tensors are not the model's")
-        with torch.no_grad():
-            for record in decoded:
-                mod_name, tname = names[record.name]
-                module = modules[mod_name]
-                last = (
-                    module.parametrizations[tname][-1]
-                    if parametrize.is_parametrized(module, tname)
-                    else None
-                )
-                if isinstance(last, QuantizedWeight) and isinstance(record, QuantizedTensor):
-                    # Checked at the kept positions only: building the effective weight
-                    # (float values plus a widened index copy) cost 1.5x the dense VGG-16.
-                    if not _quantized_decodes_to(record, last):
-                        raise AssertionError(
-                            f"{path}: {record.name} does not decode to the model's tensor"
-                        )
-                    continue
-                expected = getattr(module, tname).detach().cpu().numpy()
-                if not _decodes_to(record, expected):
-                    raise AssertionError(
-                        f"{path}: {record.name} does not decode to the model's tensor"
-                    )
-                del expected
-    original = f.original_bytes
-    return EncodeReport(Path(path), size, f.header_bytes, original, coder, seconds, f.stats())
+        _verify(model, open_dcz(path), path)
+    return read_report(path, coder, seconds)
+
+
+def read_report(path: str | os.PathLike[str], coder: str, seconds: float = 0.0) -> EncodeReport:
+    """The :class:`EncodeReport` of a written file (what another rank reads back)."""
+    f = open_dcz(path)
+    return EncodeReport(
+        Path(path), f.size, f.header_bytes, f.original_bytes, coder, seconds, f.stats()
+    )
+
+
+def _verify(model: nn.Module, f: DczFile, path: str | os.PathLike[str]) -> None:
+    """Check every tensor of the written file ``f`` decodes to the model's, exactly.
+
+    One tensor at a time, each decoded record against the model's effective tensor
+    (decoding everything and cloning every tensor first took 3.4x-3.8x the dense model on
+    VGG-16, on top of the model; this takes about 1x).
+    """
+    modules = dict(model.named_modules())
+    names = _plain_names(model)
+    decoded = f.records()
+    if [r.name for r in decoded] != list(names):
+        raise AssertionError(f"{path}: the file's tensors are not the model's")
+    with torch.no_grad():
+        for record in decoded:
+            mod_name, tname = names[record.name]
+            module = modules[mod_name]
+            last = (
+                module.parametrizations[tname][-1]
+                if parametrize.is_parametrized(module, tname)
+                else None
+            )
+            if isinstance(last, QuantizedWeight) and isinstance(record, QuantizedTensor):
+                # Checked at the kept positions only: building the effective weight
+                # (float values plus a widened index copy) cost 1.5x the dense VGG-16.
+                ok = _quantized_decodes_to(record, last)
+            else:
+                ok = _decodes_to(record, getattr(module, tname).detach().cpu().numpy())
+            if not ok:
+                raise AssertionError(f"{path}: {record.name} does not decode to the model's tensor")
 
 
 def _decodes_to(record: Tensor, expected: np.ndarray) -> bool:

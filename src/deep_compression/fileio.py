@@ -12,13 +12,25 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from deep_compression.errors import ConfigError
 
-__all__ = ["atomic_path", "atomic_write", "write_json", "check_output"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "check_output", "is_writer"]
+
+
+def is_writer() -> bool:
+    """Whether this process writes files: always, except the ranks other than 0 of a
+    ``torchrun`` launch (``RANK`` and ``WORLD_SIZE`` set), where rank 0 alone writes.
+
+    Every output goes through :func:`atomic_path`, so this is the one place that makes
+    N processes produce one set of files.
+    """
+    world = os.environ.get("WORLD_SIZE", "1")
+    return not (world.isdigit() and int(world) > 1 and os.environ.get("RANK", "0") != "0")
 
 
 @contextlib.contextmanager
@@ -26,9 +38,14 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """A temporary path to write; renamed to ``path`` when the block ends without error.
 
     Parent directories are created. On an exception the temporary file is removed and
-    ``path`` is untouched.
+    ``path`` is untouched. On ranks other than 0 of a torchrun launch the data go to a
+    scratch file that is discarded (see :func:`is_writer`).
     """
     path = Path(path)
+    if not is_writer():  # another rank of a torchrun launch: rank 0 writes the file
+        with tempfile.TemporaryDirectory(prefix="deep-compression-") as scratch:
+            yield Path(scratch) / path.name
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:

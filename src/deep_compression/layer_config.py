@@ -2,7 +2,8 @@
 
 A key selects layers by name or by module type:
 
-* ``"layer1.0.conv1"``: that layer (its name in ``model.named_modules()``);
+* ``"conv1"``, ``"layer1.0.conv1"``: that layer (its name in ``model.named_modules()``;
+  a name without wildcards means exactly that layer);
 * ``"layer1.*"``: a dotted ``fnmatch`` pattern, matched against the full name;
 * ``"conv*"``: a pattern without a dot, matched against the last part of the name, so it
   reaches nested layers (``conv1`` and ``layer3.2.conv2`` alike);
@@ -46,6 +47,8 @@ def _rank(key: str, layer: str, kinds: tuple[str, ...]) -> tuple[int, int] | Non
     if key.startswith(TYPE_PREFIX):
         pattern = key[len(TYPE_PREFIX) :]
         return (1, len(pattern)) if any(fnmatchcase(k, pattern) for k in kinds) else None
+    if not any(c in key for c in "*?["):
+        return None  # a plain name is exact
     literal = len(key.replace("*", "").replace("?", ""))
     if "." in key:
         return (4, literal) if fnmatchcase(layer, key) else None

@@ -26,8 +26,9 @@ from typing import Any
 from torch import nn
 from torch.utils.data import Dataset
 
+from deep_compression import distributed as dist
 from deep_compression.batchnorm import reestimate_batchnorm_
-from deep_compression.encode import EncodeConfig, EncodeReport, encode_model
+from deep_compression.encode import EncodeConfig, EncodeReport, encode_model, read_report
 from deep_compression.errors import DeepCompressionError
 from deep_compression.loading import load_dcz
 from deep_compression.progress import log as default_log
@@ -209,6 +210,7 @@ def prune_phase(
         start=len(done_rounds),
         reference=reference,
     )
+    dist.check_same_across_ranks(model, "after pruning")
     dropout = results[-1].dropout if results else dict(rounds[-1].get("dropout", {}))
     outcome = PruneOutcome(
         schedule=schedule,
@@ -276,6 +278,7 @@ def quantize_phase(
             f"[quantize] re-estimated {reestimated} BatchNorm layers on {config.bn_batches} batches"
         )
     rounded = round_float16_(model) if config.float16 else 0
+    dist.check_same_across_ranks(model, "after quantization")
     if config.float16:
         log(f"[quantize] rounded {rounded} codebook and bias values to float16")
     outcome = QuantizeOutcome(
@@ -326,7 +329,12 @@ def encode_phase(
         DeepCompressionError: the decoded model's error differs from the model's.
     """
     t0 = time.perf_counter()
-    report = encode_model(model, path, config, metadata=meta)
+    # Rank 0 writes (and verifies) the file; under torchrun the other ranks read it back.
+    report = dist.run_on_main(
+        lambda: encode_model(model, path, config, metadata=meta), f"writing {path}"
+    )
+    dist.barrier(f"after writing {path}")
+    report = report or read_report(path, config.coder)
     error = None
     if test is not None:
         decoded, _ = load_dcz(path, _plain_copy(model))

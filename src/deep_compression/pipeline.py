@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deep_compression import __version__
+from deep_compression import distributed as dist
 from deep_compression.checkpoint import save_checkpoint
 from deep_compression.data import load_data
 from deep_compression.dcz import open_dcz
@@ -146,6 +147,8 @@ class _Run:
         return self.run_dir / f"{phase}.safetensors"
 
     def load(self, path: Path) -> tuple[nn.Module, CheckpointMeta]:
+        # Under torchrun rank 0 wrote the file: every rank waits for it first.
+        dist.barrier(f"before reading {path.name}")
         return load_model(path, allow_code=self.allow_code)
 
 
@@ -356,6 +359,8 @@ def compress(
         "quantized": lambda: _quantize_step(run),
         "encoded": lambda: _encode_step(run),
     }
+    done = [p for p in steps if state.done(p, digests[p])]
+    dist.check_same_value(json.dumps(done), "resume")  # every rank resumes alike
     for phase, step in steps.items():
         if state.done(phase, digests[phase]):
             log(f"[{phase}] reused from an earlier run in {run_dir}")

@@ -10,8 +10,10 @@ and is printed here on one line with a non-zero exit status, never as a tracebac
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from deep_compression import __version__
 from deep_compression.cli._common import OneLineParser
@@ -21,6 +23,30 @@ __all__ = ["main", "build_parser"]
 
 # Subcommand modules in the order --help lists them (the order of the pipeline).
 _COMMANDS = ("train", "prune", "quantize", "dcz", "imports", "compress", "export")
+
+
+def _launched() -> bool:
+    """Whether torchrun (or another launcher) started several processes."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    return world.isdigit() and int(world) > 1
+
+
+@contextlib.contextmanager
+def _quiet_unless_main(main: bool) -> Iterator[None]:
+    """Stdout and progress of ranks other than 0 are dropped (errors still show)."""
+    if main:
+        yield
+        return
+    progress = os.environ.get("DEEP_COMPRESSION_PROGRESS")
+    os.environ["DEEP_COMPRESSION_PROGRESS"] = "0"
+    try:
+        with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+            yield
+    finally:
+        if progress is None:
+            os.environ.pop("DEEP_COMPRESSION_PROGRESS", None)
+        else:
+            os.environ["DEEP_COMPRESSION_PROGRESS"] = progress
 
 
 def build_parser() -> OneLineParser:
@@ -44,7 +70,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
+        # Under torchrun every rank runs the command; rank 0 alone prints and writes
+        # (files: deep_compression.fileio.is_writer). A single process is unaffected.
+        if not _launched():
+            return int(args.func(args) or 0)
+        from deep_compression import distributed  # imports torch: only when launched
+
+        with distributed.session(), _quiet_unless_main(distributed.is_main()):
+            return int(args.func(args) or 0)
     except DeepCompressionError as e:
         print(f"deep-compression {args.command}: error: {e}", file=sys.stderr)
         return 1
