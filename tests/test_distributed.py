@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -559,3 +560,46 @@ def test_train_command_under_torchrun(mnist, run_cli, tmp_path: Path) -> None:
 
 if __name__ == "__main__":
     raise SystemExit(_worker_main(sys.argv[1], sys.argv[2]))
+
+
+def test_compress_under_torchrun(tmp_path: Path) -> None:
+    """The whole pipeline on 2 processes: one set of files (rank 0 writes), every phase's
+    line once (rank 0 prints), and a file that decodes to a working model."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 64), ("test", 32)):
+        for c, level in (("a", 60), ("b", 190)):
+            (tmp_path / "data" / split / c).mkdir(parents=True)
+            for i in range(n):
+                px = np.clip(rng.normal(level, 40, (28, 28)), 0, 255).astype(np.uint8)
+                Image.fromarray(px).save(tmp_path / "data" / split / c / f"{i}.png")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(
+        'model = "lenet-300-100"\ndataset = "data"\n[train]\nepochs = 1\nbatch_size = 16\n'
+        "[prune.retrain]\nepochs = 1\nbatch_size = 16\n"
+        '[[prune.rounds]]\ncriteria = { "*" = { method = "fraction", keep = 0.2 } }\n'
+        '[quantize]\nbits = { "*" = 3 }\n[quantize.finetune]\nepochs = 1\nbatch_size = 16\n'
+    )
+    src = str(Path(deep_compression.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+    env["DEEP_COMPRESSION_PROGRESS"] = "0"
+    run = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "deep_compression", "compress", "--train", "--recipe", str(recipe),
+         "--out-dir", str(run), "--threads", "1", "--no-plots"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stderr.count("[dense] trained 1 epochs") == 1, proc.stderr
+    assert proc.stdout.count("## Stages") == 1
+    assert sorted(p.name for p in run.iterdir()) == [
+        "dense.safetensors", "model.dcz", "pipeline.json", "pruned.safetensors",
+        "quantized.safetensors", "recipe.json", "report.json", "report.md", "stage-p.dcz",
+        "stage-pq.dcz",
+    ]  # fmt: skip
+    from deep_compression.loading import load_dcz
+
+    model, meta = load_dcz(run / "model.dcz")
+    assert meta.stage == "quantized" and not model.training

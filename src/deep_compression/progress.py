@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 from tqdm.auto import tqdm
 
+from deep_compression.fileio import is_writer
+
 __all__ = ["LOG_INTERVAL", "progress_bar", "LogBar", "log"]
 
 T = TypeVar("T")
@@ -24,8 +26,10 @@ LOG_INTERVAL = 10.0
 
 
 def log(message: str) -> None:
-    """One progress line on stderr, above any live bar (results go to stdout)."""
-    tqdm.write(message, file=sys.stderr)
+    """One progress line on stderr, above any live bar (results go to stdout); under
+    torchrun, from rank 0 only."""
+    if is_writer():
+        tqdm.write(message, file=sys.stderr)
 
 
 class LogBar:
