@@ -17,8 +17,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "deep_compression"
 LAYERS: list[tuple[str, ...]] = [
     ("", "errors", "table", "layer_config", "recipe_io", "fileio", "progress", "records"),
     ("coding",),
-    ("dcz",),
-    ("neuron", "data", "models", "checkpoint", "distributed"),
+    ("dcz", "han_net"),
+    ("neuron", "data", "models", "caffe_models", "checkpoint", "distributed"),
     ("train", "batchnorm"),
     ("prune",),
     ("quantize",),

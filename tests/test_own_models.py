@@ -13,11 +13,12 @@ from PIL import Image
 from torch import nn
 
 from deep_compression.batchnorm import fold_batchnorm_, reestimate_batchnorm_
+from deep_compression.checkpoint import read_state
 from deep_compression.data import DatasetConfig, load_data
 from deep_compression.dcz import open_dcz
 from deep_compression.encode import encode_model
 from deep_compression.errors import ConfigError, FormatError
-from deep_compression.loading import load_model, read_state
+from deep_compression.loading import load_model
 from deep_compression.models import make_model
 from deep_compression.prune import KeepFraction, prune_
 from deep_compression.quantize import QuantizeConfig, layer_bits, quantize_

@@ -31,7 +31,15 @@ from deep_compression.errors import FormatError
 from deep_compression.fileio import atomic_path
 from deep_compression.records import CheckpointMeta
 
-__all__ = ["save_checkpoint", "save_state", "load_checkpoint", "load_safetensors", "METADATA_KEY"]
+__all__ = [
+    "save_checkpoint",
+    "save_state",
+    "load_checkpoint",
+    "load_safetensors",
+    "read_state",
+    "TORCH_SUFFIXES",
+    "METADATA_KEY",
+]
 
 METADATA_KEY = "deep_compression"
 _MAX_METADATA_BYTES = 1 << 20
@@ -111,3 +119,72 @@ def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
         raise FormatError(f"{path}: not a valid safetensors file ({e})") from None
+
+
+# Checkpoint suffixes read with torch.load(weights_only=True): tensors and plain
+# containers only, never arbitrary pickled objects.
+TORCH_SUFFIXES = (".pt", ".pth", ".th", ".bin", ".ckpt")
+# Entries of a training checkpoint that hold the weights, in the order they are tried.
+_NESTED_KEYS = ("state_dict", "model_state_dict", "model")
+
+
+def read_state(
+    path: str | os.PathLike[str],
+) -> tuple[dict[str, torch.Tensor], CheckpointMeta | None]:
+    """The tensors of any checkpoint and, if it has them, this project's metadata.
+
+    * this project's safetensors checkpoints (metadata included);
+    * plain safetensors state dicts (no metadata);
+    * PyTorch files (``.pt/.pth/.th/.bin/.ckpt``), read with ``weights_only=True``: a state
+      dict, or a training checkpoint whose ``state_dict`` (or ``model``) entry is one.
+
+    A ``module.`` prefix on every key (``DataParallel``) is stripped; non-tensor entries
+    (step counters, config dicts) are left out.
+
+    Raises:
+        FormatError: unreadable, not a checkpoint, or holding no tensors.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such checkpoint file")
+    meta = None
+    if path.suffix == ".safetensors":
+        try:
+            state, meta = load_checkpoint(path)
+        except FormatError as e:
+            if "no 'deep_compression' metadata" not in str(e):
+                raise
+            state = load_safetensors(path)
+    elif path.suffix in TORCH_SUFFIXES:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - torch raises many kinds on bad input
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise FormatError(
+                f"{path}: not a PyTorch checkpoint that loads safely ({first})"
+            ) from None
+        state = _unwrap(obj, path)
+    else:
+        raise FormatError(
+            f"{path}: unknown checkpoint type {path.suffix!r} (expected .safetensors or "
+            f"one of {', '.join(TORCH_SUFFIXES)})"
+        )
+    keys = list(state)
+    if keys and all(k.startswith("module.") for k in keys):
+        state = {k.removeprefix("module."): v for k, v in state.items()}
+    return state, meta
+
+
+def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    if isinstance(obj, Mapping):
+        for key in _NESTED_KEYS:
+            inner = obj.get(key)
+            if isinstance(inner, Mapping) and any(
+                isinstance(v, torch.Tensor) for v in inner.values()
+            ):
+                obj = inner
+                break
+        tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+        if tensors:
+            return tensors
+    raise FormatError(f"{path}: holds no state dict of tensors")

@@ -26,13 +26,13 @@ from torch.utils.data import Dataset
 
 from deep_compression import __version__
 from deep_compression import distributed as dist
-from deep_compression.checkpoint import save_checkpoint
+from deep_compression.checkpoint import read_state, save_checkpoint
 from deep_compression.data import load_data
 from deep_compression.dcz import open_dcz
 from deep_compression.dcz.stages import stage_blobs
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
-from deep_compression.loading import load_model, read_state
+from deep_compression.loading import load_model
 from deep_compression.models import make_model
 from deep_compression.phases import (
     Log,
