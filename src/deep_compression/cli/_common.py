@@ -189,6 +189,14 @@ def model_args_of(args: argparse.Namespace) -> dict[str, object]:
     return dict(args.model_arg)
 
 
+def model_spec_of(args: argparse.Namespace) -> str | None:
+    """``--model``, with a relative ``file.py`` made absolute (the files this command
+    writes must name it so that it is found from anywhere)."""
+    from deep_compression.models import resolve_spec
+
+    return None if args.model is None else resolve_spec(args.model)
+
+
 def dataset_of(text: str | None, meta_dataset: object = None, details: object = None):  # type: ignore[no-untyped-def]
     """The :class:`~deep_compression.data.DatasetConfig` of ``--dataset`` (a built-in name,
     an image folder or an .npz file), else the one a checkpoint records."""
@@ -229,7 +237,7 @@ def load_input(args: argparse.Namespace, *, data: bool = True):  # type: ignore[
 
     allow = args.allow_code or args.model is not None
     model, meta = load_model(
-        args.checkpoint, model=args.model, model_args=model_args_of(args), allow_code=allow
+        args.checkpoint, model=model_spec_of(args), model_args=model_args_of(args), allow_code=allow
     )
     if not data:
         return model, meta, None

@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from deep_compression.cli._common import model_args_of
+    from deep_compression.cli._common import model_args_of, model_spec_of
     from deep_compression.export import export_model
     from deep_compression.loading import load_any
     from deep_compression.prune import strip_pruning_
@@ -39,7 +39,7 @@ def run_export(args: argparse.Namespace) -> int:
     check_out(args, "." + args.format)
     model, meta = load_any(
         args.model_file,
-        model=args.model,
+        model=model_spec_of(args),
         model_args=model_args_of(args),
         allow_code=args.allow_code or args.model is not None,
     )

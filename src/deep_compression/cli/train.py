@@ -12,6 +12,7 @@ from deep_compression.cli._common import (
     dataset_of,
     existing_file,
     model_args_of,
+    model_spec_of,
     nonnegative_float,
     nonnegative_int,
     positive_float,
@@ -137,7 +138,8 @@ def _train(args: argparse.Namespace) -> int:
     dataset = DatasetConfig.from_value(args.dataset)
     data = load_data(dataset, args.data_dir, allow_code=args.allow_code)
     seed_everything(args.seed)  # initial weights: the same on every rank
-    model = make_model(args.model, kwargs, allow_code=True).to(distributed.device())
+    spec = model_spec_of(args)
+    model = make_model(spec, kwargs, allow_code=True).to(distributed.device())
     if main:
         on = f" on {ranks} processes (global batch {config.batch_size})" if ranks > 1 else ""
         print(
@@ -151,7 +153,7 @@ def _train(args: argparse.Namespace) -> int:
         model, data.train, data.test, config, progress=progress_enabled(), log=lambda _: None
     )
     meta = CheckpointMeta(
-        model=ModelSpec(args.model, kwargs),
+        model=ModelSpec(spec, kwargs),
         stage="dense",
         dataset=dataset.label,
         preprocessing=data.info.preprocessing,
@@ -191,7 +193,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     model, meta = load_any(
         args.model_file,
         sparse=args.sparse,
-        model=args.model,
+        model=model_spec_of(args),
         model_args=model_args_of(args),
         allow_code=args.allow_code or args.model is not None,
     )
