@@ -54,9 +54,10 @@ from deep_compression.layer_config import check_patterns, resolve
 from deep_compression.prune import prunable_layers
 from deep_compression.quantize.core import _remove_weight_parametrization, round_float16_
 from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
-from deep_compression.quantize.rdq import MAX_CODEWORDS, rd_quantize
+from deep_compression.quantize.rdq import MAX_CODEWORDS, rd_gptq, rd_quantize
 
 __all__ = [
+    "IMPORTANCES",
     "NoRetrainConfig",
     "LayerRD",
     "RDReport",
@@ -67,7 +68,7 @@ __all__ = [
     "compress_without_retraining",
 ]
 
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq")
 
 
 def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
@@ -90,6 +91,12 @@ class NoRetrainConfig:
     Attributes:
         lam: Lagrange multiplier: relative squared error (fraction of a layer's energy,
             see the module docstring) traded per bit. Larger means smaller files.
+        importance: how the distortion of a weight is weighted (module docstring):
+            ``"weights"`` (data-free, each layer's error relative to its energy),
+            ``"inputs"`` (input-feature variances, relative to the output energy),
+            ``"fisher"`` (input variances times the Fisher information of each output,
+            in loss units), or ``"auto"``: ``"fisher"`` with calibration inputs, else
+            ``"weights"``. ``"inputs"`` and ``"fisher"`` need calibration inputs.
         layer_weights: per-layer multiplier of the distortion, ``{"*": 1.0, "fc3": 4.0}``
             (a larger weight quantizes that layer more finely).
         bias_correction: with calibration inputs, correct each bias for the mean shift
@@ -101,7 +108,8 @@ class NoRetrainConfig:
         max_groups: importance groups per layer (see ``rdq._groups``).
     """
 
-    lam: float = 1e-4
+    lam: float = 1e-7
+    importance: str = "auto"
     layer_weights: Mapping[str, float] = field(default_factory=lambda: {"*": 1.0})
     bias_correction: bool = True
     float16: bool = True
@@ -124,18 +132,23 @@ class NoRetrainConfig:
         for name in ("bias_correction", "float16"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"no_retrain.{name} must be true or false, got {getattr(self, name)!r}")
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(
+                f"no_retrain.importance must be one of {', '.join(IMPORTANCES)}, "
+                f"got {self.importance!r}"
+            )
         _int(self.max_codewords, "no_retrain.max_codewords", 2, MAX_CODEWORDS)
         _int(self.max_iter, "no_retrain.max_iter", 1, 100_000)
         _int(self.max_groups, "no_retrain.max_groups", 1, 4096)
 
     def __hash__(self) -> int:
         items = tuple(sorted(self.layer_weights.items()))
-        return hash((self.lam, items, self.bias_correction, self.float16, self.max_codewords,
+        return hash((self.lam, self.importance, items, self.bias_correction, self.float16, self.max_codewords,
                      self.max_iter, self.max_groups))
 
     def with_lam(self, lam: float) -> NoRetrainConfig:
         """The same settings with another ``lam``."""
-        return NoRetrainConfig(lam, dict(self.layer_weights), self.bias_correction,
+        return NoRetrainConfig(lam, self.importance, dict(self.layer_weights), self.bias_correction,
                                self.float16, self.max_codewords, self.max_iter, self.max_groups)
 
 
@@ -185,15 +198,17 @@ class RDReport:
 
 @dataclass
 class _Stats:
-    """Per-layer statistics gathered from one forward pass."""
+    """Per-layer statistics gathered from one pass over the calibration inputs."""
 
     in_var: np.ndarray  # (columns,) variance of each input feature / unfolded column
-    out_mean: torch.Tensor  # (out_channels,) mean output (before bias correction)
+    out_mean: torch.Tensor  # (out_channels,) mean output
+    out_fisher: np.ndarray  # (out_channels,) E[(dL/dy_o)^2] per sample (empty if not asked)
+    in_cov: np.ndarray | None = None  # (columns, columns) input covariance (if asked)
 
 
 def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer's input as a ``(samples, columns)`` matrix whose columns match the
-    flattened weight's inner dimensions (``in`` or ``in/groups * kh * kw``)."""
+    flattened weight's inner dimensions (``in`` or ``in * kh * kw``)."""
     if isinstance(layer, nn.Linear):
         return x.reshape(-1, x.shape[-1])
     if isinstance(layer, nn.Conv2d) and layer.groups == 1:
@@ -207,30 +222,48 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
     )
 
 
-def _out_mean(y: torch.Tensor) -> torch.Tensor:
-    """Mean over every dimension but the channel one (dim 1 for a conv, last for linear)."""
+def _channels_last(y: torch.Tensor) -> torch.Tensor:
+    """``(N, C, ...)`` conv outputs or ``(N, C)`` linear outputs as ``(N, positions, C)``."""
     if y.ndim > 2:
-        return y.transpose(0, 1).reshape(y.shape[1], -1).mean(1)
-    return y.reshape(-1, y.shape[-1]).mean(0)
+        return y.flatten(2).transpose(1, 2)
+    return y.reshape(y.shape[0], -1, y.shape[-1])
 
 
-@torch.no_grad()
 def _gather(
-    model: nn.Module, calibration: torch.Tensor, names: Sequence[str], inputs: bool
+    model: nn.Module,
+    calibration: torch.Tensor,
+    names: Sequence[str],
+    inputs: bool,
+    fisher: bool = False,
+    seed: int = 0,
+    covariance: bool = False,
 ) -> dict[str, _Stats]:
-    """One forward pass over ``calibration`` recording, per layer, input variances (if
-    ``inputs``) and output means."""
+    """One pass over ``calibration`` recording, per layer, input variances (if
+    ``inputs``), output means and (if ``fisher``) the Fisher information of each output.
+
+    The Fisher information uses labels *sampled from the model's own softmax* (seeded):
+    the true Fisher, so no labels are needed. The loss is summed over samples, so the
+    gradient at a sample's output is that sample's own.
+    """
     layers = prunable_layers(model)
     stats: dict[str, _Stats] = {}
+    grads: dict[str, torch.Tensor] = {}
     handles = []
 
     def hook(name: str) -> Callable[..., None]:
         def run(module: nn.Module, args: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
-            var = np.zeros(0)
-            if inputs:
-                cols = _columns(module, args[0]).double()
-                var = cols.var(0, unbiased=False).numpy()
-            stats[name] = _Stats(var, _out_mean(out).double())
+            with torch.no_grad():
+                var, cov = np.zeros(0), None
+                if inputs:
+                    cols = _columns(module, args[0].detach()).double()
+                    var = cols.var(0, unbiased=False).numpy()
+                    if covariance:
+                        centred = cols - cols.mean(0)
+                        cov = (centred.T @ centred / max(1, cols.shape[0])).numpy()
+                mean = _channels_last(out.detach()).double().mean((0, 1))
+            stats[name] = _Stats(var, mean, np.zeros(0), cov)
+            if fisher:
+                out.register_hook(lambda g: grads.__setitem__(name, g.detach()))
 
         return run
 
@@ -239,7 +272,24 @@ def _gather(
     was_training = model.training
     model.eval()
     try:
-        model(calibration)
+        if fisher:
+            with torch.enable_grad():
+                logits = model(calibration)
+                gen = torch.Generator().manual_seed(seed)
+                probs = torch.softmax(logits.detach().double(), 1)
+                labels = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+                params = [p for p in model.parameters() if p.requires_grad]
+                # Gradients reach the hooked outputs through the graph; parameters'
+                # .grad stay untouched (autograd.grad returns, never accumulates).
+                torch.autograd.grad(loss, params or [logits], allow_unused=True)
+            for name in names:
+                g = _channels_last(grads[name].double())  # (N, positions, C)
+                # Per sample, the gradient of a weight sums over positions: E[sum_l d^2].
+                stats[name].out_fisher = g.pow(2).sum(1).mean(0).numpy()
+        else:
+            with torch.no_grad():
+                model(calibration)
     finally:
         for h in handles:
             h.remove()
@@ -251,20 +301,24 @@ def _gather(
 
 
 def _importance(
-    weight: np.ndarray, in_var: np.ndarray | None, layer_weight: float
-) -> tuple[float | np.ndarray, float]:
-    """Per-weight importance (scalar or ``(numel,)``) and the layer's energy normaliser."""
+    weight: np.ndarray, stats: _Stats | None, mode: str, layer_weight: float
+) -> float | np.ndarray:
+    """Per-weight importance: a scalar or ``(numel,)`` (module docstring)."""
     w2 = weight.reshape(weight.shape[0], -1) ** 2  # (out, columns)
-    if in_var is None:
+    if mode == "weights":
         energy = float(w2.sum())
-        return (layer_weight / energy if energy > 0 else layer_weight), energy
-    if in_var.size != w2.shape[1]:
+        return layer_weight / energy if energy > 0 else layer_weight
+    assert stats is not None
+    if stats.in_var.size != w2.shape[1]:
         raise AssertionError("calibration columns do not match the weight")
-    energy = float((w2 @ in_var).sum())
-    if energy <= 0:  # no input variance at all: every weight is free
-        return np.zeros(weight.size), energy
-    h = np.broadcast_to(in_var[None, :] * (layer_weight / energy), w2.shape)
-    return h.reshape(-1), energy
+    if mode == "inputs":
+        energy = float((w2 @ stats.in_var).sum())
+        if energy <= 0:  # no input variance at all: every weight is free
+            return np.zeros(weight.size)
+        h = np.outer(np.ones(w2.shape[0]), stats.in_var * (layer_weight / energy))
+    else:  # fisher: diagonal of the Kronecker-factored Fisher, in loss units
+        h = np.outer(stats.out_fisher, stats.in_var) * (layer_weight / 2)
+    return h.reshape(-1)
 
 
 def _install(layer: nn.Module, codebook: np.ndarray, indices: np.ndarray, mask: np.ndarray,
@@ -309,21 +363,39 @@ def rd_quantize_(
     layers = prunable_layers(model)
     check_patterns(config.layer_weights, layers, "no_retrain.layer_weights")
     use_data = calibration is not None
-    dense_stats = _gather(model, calibration, list(layers), True) if use_data else {}
+    mode = config.importance
+    if mode == "auto":
+        mode = "fisher" if use_data else "weights"
+    if mode != "weights" and not use_data:
+        raise ConfigError(f"no_retrain.importance = {mode!r} needs calibration inputs")
+    dense_stats = (
+        _gather(model, calibration, list(layers), True, fisher=mode == "fisher",
+                covariance=mode == "gptq")
+        if use_data
+        else {}
+    )
     rows = []
     for name, layer in layers.items():
         with torch.no_grad():
             weight = layer.weight.detach().cpu().double().numpy()
         lw = float(resolve(config.layer_weights, name, "no_retrain.layer_weights"))
-        h, _ = _importance(weight, dense_stats[name].in_var if use_data else None, lw)
-        r = rd_quantize(
-            weight.reshape(-1),
-            config.lam,
-            importance=h,
-            max_codewords=config.max_codewords,
-            max_iter=config.max_iter,
-            max_groups=config.max_groups,
-        )
+        if mode == "gptq":
+            cov = dense_stats[name].in_cov
+            assert cov is not None
+            w2d = weight.reshape(weight.shape[0], -1)
+            energy = float(np.einsum("oi,ij,oj->", w2d, cov, w2d))
+            hess = cov * (lw / energy) if energy > 0 else cov
+            r = rd_gptq(w2d, hess, config.lam, max_codewords=config.max_codewords)
+        else:
+            h = _importance(weight, dense_stats.get(name), mode, lw)
+            r = rd_quantize(
+                weight.reshape(-1),
+                config.lam,
+                importance=h,
+                max_codewords=config.max_codewords,
+                max_iter=config.max_iter,
+                max_groups=config.max_groups,
+            )
         _install(layer, r.codebook, r.indices, r.mask, weight.shape)
         q = r.values()
         norm = float(np.linalg.norm(weight))

@@ -450,3 +450,91 @@ def _lloyd_weighted(
         used = np.bincount(labels, minlength=c.size) > 0
         labels, c = (np.cumsum(used) - 1)[labels], c[used]
     return c, labels, it
+
+
+def rd_gptq(
+    w: npt.ArrayLike,
+    hessian: npt.ArrayLike,
+    lam: float,
+    *,
+    passes: int = 2,
+    max_codewords: int = 256,
+    damp: float = 0.01,
+    act_order: bool = True,
+) -> RDQuantization:
+    """Rate-distortion assignment with error compensation (GPTQ/OBS) for one layer.
+
+    The distortion is the layer's output error ``sum_o (w_o - q_o)^T H (w_o - q_o)`` for a
+    symmetric positive semi-definite ``H`` (e.g. the covariance of the layer's inputs),
+    not a sum over weights. As in GPTQ (Frantar et al. 2023, after OBS), the columns are
+    quantized one at a time and the error of each is compensated on the columns not yet
+    quantized: with ``U`` the upper Cholesky factor of ``H^-1``, quantizing column ``j`` to
+    ``q`` adds ``(w - q)^2 / U_jj^2`` to the output error. Here the choice of ``q`` is a
+    rate-distortion decision among the codewords (zero included), as in
+    :func:`rd_quantize`: ``argmin_c (w - c)^2 / U_jj^2 + lam len(c)``, with the lengths of
+    the previous pass. The codewords and the first lengths come from :func:`rd_quantize`
+    with the diagonal of ``H`` as importance; the codewords then stay fixed.
+
+    Args:
+        w: ``(out, cols)`` weights.
+        hessian: ``(cols, cols)`` symmetric PSD ``H``.
+        lam: Lagrange multiplier (output-error units per bit).
+        max_codewords: passed to the first :func:`rd_quantize`.
+        passes: assignment passes (each re-estimates the code lengths from the last).
+        damp: ``H += damp * mean(diag H) * I`` first (GPTQ's dampening; makes a singular
+            ``H`` invertible, e.g. inputs that never vary).
+        act_order: quantize the columns in order of decreasing ``H_jj`` (GPTQ's
+            ``act_order``), so that the most important ones have the most freedom left
+            to compensate.
+
+    Returns:
+        The :class:`RDQuantization` of the flattened (C order) result; ``distortion`` is
+        the output error ``sum_o (w_o - q_o)^T H (w_o - q_o)`` with the undamped ``H``.
+    """
+    W0 = np.asarray(w, dtype=np.float64)
+    H0 = np.asarray(hessian, dtype=np.float64)
+    if W0.ndim != 2 or H0.shape != (W0.shape[1], W0.shape[1]):
+        raise ConfigError(f"rd_gptq: weight {W0.shape} and hessian {H0.shape} do not match")
+    if not (np.isfinite(W0).all() and np.isfinite(H0).all()):
+        raise ConfigError("rd_gptq: weights or hessian contain NaN or infinity")
+    _check(lam, 1, max_codewords)
+    if lam == 0:
+        raise ConfigError("rd_gptq: lam must be > 0")
+    out, cols = W0.shape
+    order = np.argsort(-np.diag(H0), kind="stable") if act_order else np.arange(cols)
+    H = H0[np.ix_(order, order)].copy()
+    mean_diag = float(np.mean(np.diag(H))) if cols else 0.0
+    H[np.diag_indices(cols)] += damp * mean_diag if mean_diag > 0 else 1.0
+    # U: upper Cholesky factor of H^-1 (GPTQ's trick for the sequential OBS updates).
+    U = np.linalg.cholesky(np.linalg.inv(H)).T
+    Wp = W0[:, order]
+    # Codewords and first lengths: ECSQ with the diagonal of H as per-weight importance.
+    diag = np.broadcast_to(np.clip(np.diag(H0)[order], 0, None), Wp.shape).reshape(-1)
+    first = rd_quantize(Wp.reshape(-1), lam, importance=diag, max_codewords=max_codewords)
+    c = np.union1d(first.codebook, [0.0])
+    counts = np.bincount(np.searchsorted(c, first.values()), minlength=c.size).astype(np.float64)
+    labels = np.zeros((out, cols), dtype=np.int64)
+    for _ in range(max(1, passes)):
+        with np.errstate(divide="ignore"):
+            lengths = np.where(counts > 0, -np.log2(counts / counts.sum()), np.inf)
+        rate = lam * lengths
+        Wq = Wp.copy()
+        for j in range(cols):
+            col = Wq[:, j]
+            cost = (col[:, None] - c[None, :]) ** 2 / U[j, j] ** 2 + rate[None, :]
+            lab = np.argmin(cost, axis=1)
+            labels[:, j] = lab
+            err = (col - c[lab]) / U[j, j]
+            Wq[:, j + 1 :] -= np.outer(err, U[j, j + 1 :])
+        counts = np.bincount(labels.reshape(-1), minlength=c.size).astype(np.float64)
+    # Back to the original column order; split off the zero codeword.
+    inv = np.empty(cols, dtype=np.int64)
+    inv[order] = np.arange(cols)
+    labels = labels[:, inv].reshape(-1)
+    used = np.bincount(labels, minlength=c.size) > 0
+    c_used = c[used]
+    labels = (np.cumsum(used) - 1)[labels]
+    res = _result(W0.reshape(-1), np.ones(1), c_used, labels, passes)
+    diff = W0 - res.values().reshape(out, cols)
+    distortion = float(np.einsum("oi,ij,oj->", diff, H0, diff))
+    return RDQuantization(res.codebook, res.indices, res.mask, distortion, res.rate_bits, passes)
