@@ -68,7 +68,7 @@ __all__ = [
     "compress_without_retraining",
 ]
 
-IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq")
+IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher")
 
 
 def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
@@ -95,8 +95,10 @@ class NoRetrainConfig:
             ``"weights"`` (data-free, each layer's error relative to its energy),
             ``"inputs"`` (input-feature variances, relative to the output energy),
             ``"fisher"`` (input variances times the Fisher information of each output,
-            in loss units), or ``"auto"``: ``"fisher"`` with calibration inputs, else
-            ``"weights"``. ``"inputs"`` and ``"fisher"`` need calibration inputs.
+            in loss units), ``"gptq"`` (the full input covariance, relative to the output
+            energy, with GPTQ/OBS error compensation: :func:`rdq.rd_gptq`), or
+            ``"auto"``: ``"gptq"`` with calibration inputs, else ``"weights"``.
+            ``"inputs"``, ``"fisher"`` and ``"gptq"`` need calibration inputs.
         layer_weights: per-layer multiplier of the distortion, ``{"*": 1.0, "fc3": 4.0}``
             (a larger weight quantizes that layer more finely).
         bias_correction: with calibration inputs, correct each bias for the mean shift
@@ -273,20 +275,27 @@ def _gather(
     model.eval()
     try:
         if fisher:
+            # The Fisher information exactly, as an expectation over the model's own
+            # class probabilities p_k (no labels needed): one backward pass per class k of
+            # sum_n sqrt(p_nk) CE(logits_n, k), whose squared per-sample gradients sum to
+            # sum_k p_nk (dCE_k/dy)^2.
             with torch.enable_grad():
                 logits = model(calibration)
-                gen = torch.Generator().manual_seed(seed)
-                probs = torch.softmax(logits.detach().double(), 1)
-                labels = torch.multinomial(probs, 1, generator=gen).squeeze(1)
-                loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+                probs = torch.softmax(logits.detach(), 1)
                 params = [p for p in model.parameters() if p.requires_grad]
-                # Gradients reach the hooked outputs through the graph; parameters'
-                # .grad stay untouched (autograd.grad returns, never accumulates).
-                torch.autograd.grad(loss, params or [logits], allow_unused=True)
+                acc = {name: 0.0 for name in names}
+                for k in range(logits.shape[1]):
+                    labels = torch.full((logits.shape[0],), k, dtype=torch.long)
+                    ce = nn.functional.cross_entropy(logits, labels, reduction="none")
+                    loss = (probs[:, k].sqrt() * ce).sum()
+                    torch.autograd.grad(loss, params or [logits], retain_graph=True,
+                                        allow_unused=True)
+                    for name in names:
+                        g = _channels_last(grads[name].double())  # (N, positions, C)
+                        # A weight's per-sample gradient sums over positions.
+                        acc[name] = acc[name] + g.pow(2).sum(1).mean(0)
             for name in names:
-                g = _channels_last(grads[name].double())  # (N, positions, C)
-                # Per sample, the gradient of a weight sums over positions: E[sum_l d^2].
-                stats[name].out_fisher = g.pow(2).sum(1).mean(0).numpy()
+                stats[name].out_fisher = acc[name].numpy()
         else:
             with torch.no_grad():
                 model(calibration)
@@ -365,12 +374,13 @@ def rd_quantize_(
     use_data = calibration is not None
     mode = config.importance
     if mode == "auto":
-        mode = "fisher" if use_data else "weights"
+        mode = "gptq" if use_data else "weights"
     if mode != "weights" and not use_data:
         raise ConfigError(f"no_retrain.importance = {mode!r} needs calibration inputs")
     dense_stats = (
-        _gather(model, calibration, list(layers), True, fisher=mode == "fisher",
-                covariance=mode == "gptq")
+        _gather(model, calibration, list(layers), True,
+                fisher=mode in ("fisher", "gptq-fisher"),
+                covariance=mode in ("gptq", "gptq-fisher"))
         if use_data
         else {}
     )
@@ -386,6 +396,13 @@ def rd_quantize_(
             energy = float(np.einsum("oi,ij,oj->", w2d, cov, w2d))
             hess = cov * (lw / energy) if energy > 0 else cov
             r = rd_gptq(w2d, hess, config.lam, max_codewords=config.max_codewords)
+        elif mode == "gptq-fisher":
+            st = dense_stats[name]
+            assert st.in_cov is not None
+            w2d = weight.reshape(weight.shape[0], -1)
+            # Loss units: 1/2 dW F dW with F ~ (output Fisher) x (input covariance).
+            r = rd_gptq(w2d, st.in_cov * (lw / 2), config.lam, row_weights=st.out_fisher,
+                        max_codewords=config.max_codewords)
         else:
             h = _importance(weight, dense_stats.get(name), mode, lw)
             r = rd_quantize(

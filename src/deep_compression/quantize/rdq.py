@@ -352,9 +352,14 @@ def _lloyd_sorted(
         """
         m = c.size
         cuts = np.empty((hg.size, m + 1), dtype=np.int64)
+        # Equal code lengths (the first pass): the rate cannot decide, so every group,
+        # zero importance included, takes the nearest codeword.
+        flat = bool(lengths.max() == lengths.min()) if m else True
         for g in range(hg.size):
             a, b = int(starts[g]), int(starts[g + 1])
-            if math.isinf(t[g]):  # zero importance: only the rate counts
+            if flat:
+                win, bounds = lower_envelope(c, lengths, 0.0)
+            elif math.isinf(t[g]):  # zero importance: only the rate counts
                 win, bounds = np.array([int(np.argmin(lengths))]), np.zeros(0)
             else:
                 win, bounds = lower_envelope(c, lengths, float(t[g]))
@@ -407,6 +412,8 @@ def _assign_weighted(
     """``argmin_j h_i (x_i - c_j)^2 + lam len_j`` for every ``i``, in blocks."""
     labels = np.empty(x.size, dtype=np.int64)
     rate = lam * lengths
+    if lengths.size and lengths.max() == lengths.min():
+        h = np.ones_like(h)  # equal lengths: nearest codeword for everyone (as the sorted path)
     for s in range(0, x.size, _BLOCK):
         xb, hb = x[s : s + _BLOCK, None], h[s : s + _BLOCK, None]
         labels[s : s + _BLOCK] = np.argmin(hb * (xb - c) ** 2 + rate, axis=1)
@@ -458,6 +465,7 @@ def rd_gptq(
     lam: float,
     *,
     passes: int = 2,
+    row_weights: npt.ArrayLike | None = None,
     max_codewords: int = 256,
     damp: float = 0.01,
     act_order: bool = True,
@@ -479,6 +487,8 @@ def rd_gptq(
         w: ``(out, cols)`` weights.
         hessian: ``(cols, cols)`` symmetric PSD ``H``.
         lam: Lagrange multiplier (output-error units per bit).
+        row_weights: ``(out,)`` non-negative weights of each row's output error
+            (default 1): the distortion becomes ``sum_o r_o (w_o - q_o)^T H (w_o - q_o)``.
         max_codewords: passed to the first :func:`rd_quantize`.
         passes: assignment passes (each re-estimates the code lengths from the last).
         damp: ``H += damp * mean(diag H) * I`` first (GPTQ's dampening; makes a singular
@@ -501,6 +511,9 @@ def rd_gptq(
     if lam == 0:
         raise ConfigError("rd_gptq: lam must be > 0")
     out, cols = W0.shape
+    r = np.ones(out) if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+    if r.shape != (out,) or not np.isfinite(r).all() or (r < 0).any():
+        raise ConfigError(f"rd_gptq: row_weights must be ({out},) finite and >= 0")
     order = np.argsort(-np.diag(H0), kind="stable") if act_order else np.arange(cols)
     H = H0[np.ix_(order, order)].copy()
     mean_diag = float(np.mean(np.diag(H))) if cols else 0.0
@@ -509,7 +522,7 @@ def rd_gptq(
     U = np.linalg.cholesky(np.linalg.inv(H)).T
     Wp = W0[:, order]
     # Codewords and first lengths: ECSQ with the diagonal of H as per-weight importance.
-    diag = np.broadcast_to(np.clip(np.diag(H0)[order], 0, None), Wp.shape).reshape(-1)
+    diag = np.outer(r, np.clip(np.diag(H0)[order], 0, None)).reshape(-1)
     first = rd_quantize(Wp.reshape(-1), lam, importance=diag, max_codewords=max_codewords)
     c = np.union1d(first.codebook, [0.0])
     counts = np.bincount(np.searchsorted(c, first.values()), minlength=c.size).astype(np.float64)
@@ -521,7 +534,7 @@ def rd_gptq(
         Wq = Wp.copy()
         for j in range(cols):
             col = Wq[:, j]
-            cost = (col[:, None] - c[None, :]) ** 2 / U[j, j] ** 2 + rate[None, :]
+            cost = r[:, None] * (col[:, None] - c[None, :]) ** 2 / U[j, j] ** 2 + rate[None, :]
             lab = np.argmin(cost, axis=1)
             labels[:, j] = lab
             err = (col - c[lab]) / U[j, j]
@@ -536,5 +549,5 @@ def rd_gptq(
     labels = (np.cumsum(used) - 1)[labels]
     res = _result(W0.reshape(-1), np.ones(1), c_used, labels, passes)
     diff = W0 - res.values().reshape(out, cols)
-    distortion = float(np.einsum("oi,ij,oj->", diff, H0, diff))
+    distortion = float(np.einsum("o,oi,ij,oj->", r, diff, H0, diff))
     return RDQuantization(res.codebook, res.indices, res.mask, distortion, res.rate_bits, passes)
