@@ -393,7 +393,7 @@ def rd_quantize_(
             cov = dense_stats[name].in_cov
             assert cov is not None
             w2d = weight.reshape(weight.shape[0], -1)
-            energy = float(np.einsum("oi,ij,oj->", w2d, cov, w2d))
+            energy = float(((w2d @ cov) * w2d).sum())
             hess = cov * (lw / energy) if energy > 0 else cov
             r = rd_gptq(w2d, hess, config.lam, max_codewords=config.max_codewords)
         elif mode == "gptq-fisher":

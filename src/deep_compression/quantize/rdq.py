@@ -549,5 +549,7 @@ def rd_gptq(
     labels = (np.cumsum(used) - 1)[labels]
     res = _result(W0.reshape(-1), np.ones(1), c_used, labels, passes)
     diff = W0 - res.values().reshape(out, cols)
-    distortion = float(np.einsum("o,oi,ij,oj->", r, diff, H0, diff))
+    # sum_o r_o diff_o^T H diff_o (a product then a row sum: einsum over three operands
+    # would not use BLAS).
+    distortion = float(r @ ((diff @ H0) * diff).sum(1))
     return RDQuantization(res.codebook, res.indices, res.mask, distortion, res.rate_bits, passes)
