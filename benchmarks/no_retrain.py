@@ -93,7 +93,23 @@ def dcz_bytes(model: torch.nn.Module, meta: dict) -> bytes:
     return to_bytes(model_tensors(model, "auto", "best"), meta, coder="best")
 
 
-def run_nncodec(name: str, dense: torch.nn.Module, test: Split, nnc_python: str,
+def as_codebooks(model: torch.nn.Module) -> torch.nn.Module:
+    """Install QuantizedWeight parametrizations holding exactly the model's weights: the
+    distinct non-zero values of each layer as its codebook, float16 biases and codebooks
+    when exact (NNCodec's values are multiples of a power-of-two step)."""
+    from deep_compression.prune import prunable_layers
+    from deep_compression.quantize.no_retrain import _install
+
+    for layer in prunable_layers(model).values():
+        w = layer.weight.detach().numpy().astype(np.float64)
+        mask = w != 0
+        values = np.unique(w[mask])
+        idx = np.where(mask, np.searchsorted(values, w), 0)
+        _install(layer, values, idx.reshape(-1), mask.reshape(-1), w.shape)
+    return model
+
+
+def run_nncodec(name: str, dense: torch.nn.Module, meta: dict, test: Split, nnc_python: str,
                 qps: list[str], rows: list[dict]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "dense.npz"
@@ -111,10 +127,17 @@ def run_nncodec(name: str, dense: torch.nn.Module, test: Split, nnc_python: str,
             fc_zero = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight"))
             total = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
             setting = f"qp={r['qp']}" + (" opt_qp" if r["opt_qp"] else "")
+            err = error_pct(model, test)
             rows.append(dict(model=name, method="nncodec", setting=setting, bytes=r["bytes"],
-                             test_error=error_pct(model, test), val_error="",
+                             test_error=err, val_error="",
                              kept_fraction=1 - fc_zero / total, seconds=r["seconds"]))
             print(rows[-1], flush=True)
+            # Diagnostic: NNCodec's reconstruction (its quantizer) written as a .dcz (our
+            # coder): the distinct non-zero values of each weight become its codebook.
+            rows.append(dict(model=name, method="nncodec quantizer, .dcz coder",
+                             setting=setting, bytes=len(dcz_bytes(as_codebooks(model), meta)),
+                             test_error=err, val_error="", kept_fraction=1 - fc_zero / total,
+                             seconds=""))
 
 
 def run_dcz(name: str, dense: torch.nn.Module, meta: dict, test: Split, calib: torch.Tensor,
@@ -139,14 +162,16 @@ def run_search(name: str, dense: torch.nn.Module, meta: dict, test: Split, val: 
                calib: torch.Tensor, budget: float, rows: list[dict]) -> None:
     for label, cal in (("calibrated", calib), ("data-free", None)):
         t0 = time.perf_counter()
+        config = NoRetrainConfig(importance="gptq-fisher" if cal is not None else "weights")
         res = compress_without_retraining(
-            dense, lambda m: error_pct(m, val), budget, calibration=cal, metadata=meta,
-            lam_start=3e-9 if cal is not None else 1e-7, grow=2.0, refine_steps=4,
+            dense, lambda m: error_pct(m, val), budget, config=config, calibration=cal,
+            metadata=meta, lam_start=3e-9 if cal is not None else 1e-7, grow=2.0,
+            refine_steps=4,
         )
         blob = dcz_bytes(res.model, meta)
         assert len(blob) == res.file_bytes
         decoded = from_arrays(name, decode(blob)[0])
-        rows.append(dict(model=name, method=f"dcz search {label} (val +{budget:g})",
+        rows.append(dict(model=name, method=f"dcz search {label} ({config.importance}, val +{budget:g})",
                          setting=f"lam={res.config.lam:.3g} ({len(res.trials)} trials)",
                          bytes=len(blob), test_error=error_pct(decoded, test),
                          val_error=round(res.val_error, 3),
@@ -238,7 +263,7 @@ def main() -> None:
             p.numel() for p in dense.state_dict().values()), test_error=dense_err[name],
             val_error=round(error_pct(dense, val), 3), kept_fraction=1.0, seconds=0))
         qps = QPS[name][::4] if args.quick else QPS[name]
-        run_nncodec(name, dense, test, args.nnc_python, qps, rows)
+        run_nncodec(name, dense, meta, test, args.nnc_python, qps, rows)
         for mode, lams in LAMS.items():
             run_dcz(name, dense, meta, test, calib, mode, lams[::3] if args.quick else lams, rows)
         if not args.quick:

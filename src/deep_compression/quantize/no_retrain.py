@@ -59,6 +59,8 @@ from deep_compression.quantize.rdq import MAX_CODEWORDS, rd_gptq, rd_quantize
 __all__ = [
     "IMPORTANCES",
     "NoRetrainConfig",
+    "SEARCH_START",
+    "resolve_importance",
     "LayerRD",
     "RDReport",
     "Trial",
@@ -69,6 +71,17 @@ __all__ = [
 ]
 
 IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher")
+
+# What importance = "auto" means with calibration inputs.
+AUTO_CALIBRATED = "gptq"
+
+# Where the search starts, per importance (the scale of lam differs: relative error per
+# bit for weights/inputs/gptq, loss per bit for the Fisher ones). Measured on the dense
+# LeNets: files within 0.1 points of the dense error sit at lam ~ 1e-7 (weights, gptq),
+# 3e-7 (inputs), 3e-9 (gptq-fisher), 1e-9 (fisher).
+SEARCH_START = MappingProxyType(
+    {"weights": 1e-7, "inputs": 3e-7, "fisher": 1e-9, "gptq": 1e-7, "gptq-fisher": 3e-9}
+)
 
 
 def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
@@ -346,6 +359,20 @@ def _install(layer: nn.Module, codebook: np.ndarray, indices: np.ndarray, mask: 
     layer.parametrizations["weight"].original.requires_grad_(False)
 
 
+def resolve_importance(importance: str, calibrated: bool) -> str:
+    """The importance ``"auto"`` stands for, checked against the data available.
+
+    Raises:
+        ConfigError: a data-driven importance without calibration inputs.
+    """
+    mode = importance
+    if mode == "auto":
+        mode = AUTO_CALIBRATED if calibrated else "weights"
+    if mode != "weights" and not calibrated:
+        raise ConfigError(f"no_retrain.importance = {mode!r} needs calibration inputs")
+    return mode
+
+
 def rd_quantize_(
     model: nn.Module,
     config: NoRetrainConfig | None = None,
@@ -372,11 +399,7 @@ def rd_quantize_(
     layers = prunable_layers(model)
     check_patterns(config.layer_weights, layers, "no_retrain.layer_weights")
     use_data = calibration is not None
-    mode = config.importance
-    if mode == "auto":
-        mode = "gptq" if use_data else "weights"
-    if mode != "weights" and not use_data:
-        raise ConfigError(f"no_retrain.importance = {mode!r} needs calibration inputs")
+    mode = resolve_importance(config.importance, use_data)
     dense_stats = (
         _gather(model, calibration, list(layers), True,
                 fisher=mode in ("fisher", "gptq-fisher"),
@@ -512,7 +535,7 @@ def compress_without_retraining(
     coder: str = "best",
     gap_bits: int | str | Mapping[str, int | str] | None = "auto",
     metadata: dict[str, Any] | None = None,
-    lam_start: float = 1e-4,
+    lam_start: float | None = None,
     grow: float = 4.0,
     refine_steps: int = 6,
     max_trials: int = 40,
@@ -537,7 +560,8 @@ def compress_without_retraining(
         calibration: optional model inputs for :func:`rd_quantize_`.
         coder, gap_bits, metadata: how candidates are sized (as the final file will be
             written; see :func:`encoded_size`).
-        lam_start, grow, refine_steps, max_trials: the search schedule.
+        lam_start, grow, refine_steps, max_trials: the search schedule; ``lam_start``
+            defaults to :data:`SEARCH_START` of the importance in use.
 
     Returns:
         The :class:`NoRetrainResult`; if no candidate meets the budget, the one with the
@@ -548,14 +572,15 @@ def compress_without_retraining(
     """
     t0 = time.perf_counter()
     budget_points = _positive(max_error_increase, "max_error_increase", allow_zero=True)
-    lam0 = _positive(lam_start, "lam_start")
+    base = config or NoRetrainConfig()
+    mode = resolve_importance(base.importance, calibration is not None)
+    lam0 = _positive(SEARCH_START[mode] if lam_start is None else lam_start, "lam_start")
     if _positive(grow, "grow") <= 1:
         raise ConfigError(f"grow must be > 1, got {grow!r}")
     _int(refine_steps, "refine_steps", 0, 100)
     _int(max_trials, "max_trials", 1, 10_000)
     if coder not in CODER_CHOICES:
         raise ConfigError(f"coder must be one of {', '.join(CODER_CHOICES)}, got {coder!r}")
-    base = config or NoRetrainConfig()
 
     def error_of(m: nn.Module) -> float:
         e = evaluate_fn(m)

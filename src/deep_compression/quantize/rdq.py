@@ -337,12 +337,29 @@ def _lloyd_sorted(
     and the iterations run.
     """
     n = x.size
-    order = np.lexsort((x, group))
-    xs = x[order]
-    starts = np.searchsorted(group[order], np.arange(hg.size + 1), side="left")
+    if hg.size == 1:
+        # One group: a plain sort (the labels come from the final thresholds, so no
+        # permutation is kept: on VGG-16's fc6, 102M weights, that halves the time).
+        order = None
+        xs = np.sort(x)
+        starts = np.array([0, n])
+    else:
+        order = np.lexsort((x, group))
+        xs = x[order]
+        starts = np.searchsorted(group[order], np.arange(hg.size + 1), side="left")
     csum = np.concatenate(([0.0], np.cumsum(xs)))
     with np.errstate(divide="ignore"):
         t = np.where(hg > 0, lam / np.where(hg > 0, hg, 1.0), np.inf)
+
+    def envelope(g: int, c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Winning codewords and thresholds of group ``g``."""
+        # Equal code lengths (the first pass): the rate cannot decide, so every group,
+        # zero importance included, takes the nearest codeword.
+        if c.size == 0 or lengths.max() == lengths.min():
+            return lower_envelope(c, lengths, 0.0)
+        if math.isinf(t[g]):  # zero importance: only the rate counts
+            return np.array([int(np.argmin(lengths))]), np.zeros(0)
+        return lower_envelope(c, lengths, float(t[g]))
 
     def partition(c: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Per group, the run ends and codeword ids: ``(G * (m + 1),)`` cuts, ``(G * m,)`` ids.
@@ -352,17 +369,9 @@ def _lloyd_sorted(
         """
         m = c.size
         cuts = np.empty((hg.size, m + 1), dtype=np.int64)
-        # Equal code lengths (the first pass): the rate cannot decide, so every group,
-        # zero importance included, takes the nearest codeword.
-        flat = bool(lengths.max() == lengths.min()) if m else True
         for g in range(hg.size):
             a, b = int(starts[g]), int(starts[g + 1])
-            if flat:
-                win, bounds = lower_envelope(c, lengths, 0.0)
-            elif math.isinf(t[g]):  # zero importance: only the rate counts
-                win, bounds = np.array([int(np.argmin(lengths))]), np.zeros(0)
-            else:
-                win, bounds = lower_envelope(c, lengths, float(t[g]))
+            win, bounds = envelope(g, c, lengths)
             ends = np.concatenate((a + np.searchsorted(xs[a:b], bounds, "right"), [b]))
             # Codeword j's run ends where the last winner <= j ends; it is empty unless
             # j itself wins.
@@ -397,10 +406,15 @@ def _lloyd_sorted(
         c_cur, cuts = c_new, new_cuts
         if same:  # same partition twice: a fixed point
             break
-    # The labels are the assignment under the final codewords and code lengths.
-    labels_sorted = np.repeat(np.tile(np.arange(c_cur.size), hg.size), np.diff(cuts, axis=1).reshape(-1))
-    labels = np.empty(n, dtype=np.int64)
-    labels[order] = labels_sorted
+    # The labels are the assignment under the final codewords and code lengths (the
+    # partition ``cuts`` was computed from them).
+    if order is None:
+        win, bounds = envelope(0, c_cur, lengths)
+        labels = win[np.searchsorted(bounds, x, side="left")]
+    else:
+        counts_gm = np.diff(cuts, axis=1).reshape(-1)
+        labels = np.empty(n, dtype=np.int64)
+        labels[order] = np.repeat(np.tile(np.arange(c_cur.size), hg.size), counts_gm)
     # Drop codewords the final assignment does not use.
     used = np.bincount(labels, minlength=c_cur.size) > 0
     return c_cur[used], (np.cumsum(used) - 1)[labels], it
