@@ -63,16 +63,14 @@ from deep_compression.train import evaluate  # noqa: E402
 
 # Settings per model (the LeNets' lam scales were found with a coarse sweep; "weights" and
 # "gptq" lam are relative output error per bit, "gptq-fisher" lam is loss per bit).
-QPS = {
-    "lenet-300-100": ["-32", "-30", "-28", "-26", "-25", "-24", "-23", "-22", "-20",
-                      "-32:opt", "-30:opt", "-29:opt", "-28:opt", "-27:opt", "-26:opt", "-24:opt"],
-    "lenet-5": ["-32", "-30", "-28", "-26", "-25", "-24", "-23", "-22", "-20",
-                "-32:opt", "-30:opt", "-29:opt", "-28:opt", "-27:opt", "-26:opt", "-24:opt"],
-}
+_QPS = ["-36", "-34", "-32", "-30", "-28", "-26", "-25", "-24", "-23", "-22", "-20", "-18",
+        "-34:opt", "-32:opt", "-30:opt", "-29:opt", "-28:opt", "-27:opt", "-26:opt", "-24:opt",
+        "-22:opt"]
+QPS = {"lenet-300-100": _QPS, "lenet-5": _QPS}
 LAMS = {
-    "weights": [1e-8, 3e-8, 1e-7, 2e-7, 3e-7, 5e-7, 1e-6],
-    "gptq": [3e-8, 5e-8, 7e-8, 1e-7, 1.5e-7, 2e-7, 3e-7],
-    "gptq-fisher": [1e-9, 2e-9, 3e-9, 4e-9, 5e-9, 7e-9, 1e-8],
+    "weights": [1e-8, 3e-8, 1e-7, 2e-7, 3e-7, 5e-7, 1e-6, 2e-6],
+    "gptq": [3e-8, 5e-8, 7e-8, 1e-7, 1.5e-7, 2e-7, 3e-7, 5e-7, 1e-6],
+    "gptq-fisher": [1e-9, 2e-9, 3e-9, 4e-9, 5e-9, 7e-9, 1e-8, 2e-8],
 }
 FIELDS = ["model", "method", "setting", "bytes", "test_error", "val_error", "kept_fraction",
           "seconds"]
@@ -162,16 +160,16 @@ def run_search(name: str, dense: torch.nn.Module, meta: dict, test: Split, val: 
                calib: torch.Tensor, budget: float, rows: list[dict]) -> None:
     for label, cal in (("calibrated", calib), ("data-free", None)):
         t0 = time.perf_counter()
-        config = NoRetrainConfig(importance="gptq-fisher" if cal is not None else "weights")
+        # The defaults a CLI would use: importance "auto" (gptq with calibration inputs,
+        # weights without), the search's own starting lam.
         res = compress_without_retraining(
-            dense, lambda m: error_pct(m, val), budget, config=config, calibration=cal,
-            metadata=meta, lam_start=3e-9 if cal is not None else 1e-7, grow=2.0,
-            refine_steps=4,
+            dense, lambda m: error_pct(m, val), budget, calibration=cal, metadata=meta,
+            grow=2.0, refine_steps=4,
         )
         blob = dcz_bytes(res.model, meta)
         assert len(blob) == res.file_bytes
         decoded = from_arrays(name, decode(blob)[0])
-        rows.append(dict(model=name, method=f"dcz search {label} ({config.importance}, val +{budget:g})",
+        rows.append(dict(model=name, method=f"dcz search {label} (val +{budget:g})",
                          setting=f"lam={res.config.lam:.3g} ({len(res.trials)} trials)",
                          bytes=len(blob), test_error=error_pct(decoded, test),
                          val_error=round(res.val_error, 3),
