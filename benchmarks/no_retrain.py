@@ -243,11 +243,14 @@ def main() -> None:
     ap.add_argument("--vgg-lam", type=float, default=1e-9)
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--search-only", action="store_true",
+                    help="only the dense rows and the search (writes no_retrain_search.*)")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "no_retrain_quick" if args.quick else "no_retrain"
+    stem = "no_retrain_search" if args.search_only else stem
     train, test = load_dataset("mnist")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     val = Split(train.x[perm[:5000]], train.y[perm[:5000]])
@@ -262,13 +265,15 @@ def main() -> None:
         rows.append(dict(model=name, method="dense float32", setting="", bytes=4 * sum(
             p.numel() for p in dense.state_dict().values()), test_error=dense_err[name],
             val_error=round(error_pct(dense, val), 3), kept_fraction=1.0, seconds=0))
-        qps = QPS[name][::4] if args.quick else QPS[name]
-        run_nncodec(name, dense, meta, test, args.nnc_python, qps, rows)
-        for mode, lams in LAMS.items():
-            run_dcz(name, dense, meta, test, calib, mode, lams[::3] if args.quick else lams, rows)
+        if not args.search_only:
+            qps = QPS[name][::4] if args.quick else QPS[name]
+            run_nncodec(name, dense, meta, test, args.nnc_python, qps, rows)
+            for mode, lams in LAMS.items():
+                run_dcz(name, dense, meta, test, calib, mode, lams[::3] if args.quick else lams,
+                        rows)
         if not args.quick:
             run_search(name, dense, meta, test, val, calib, args.budget, rows)
-    vgg = None if args.skip_vgg or args.quick else time_vgg(args.vgg_lam)
+    vgg = None if args.skip_vgg or args.quick or args.search_only else time_vgg(args.vgg_lam)
     with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
         w.writeheader()
