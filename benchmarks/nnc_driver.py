@@ -46,10 +46,24 @@ def main(argv: list[str]) -> None:
         seconds = time.perf_counter() - t0
         decoded = nnc.decompress(bytearray(bitstream), verbose=False)
         path = os.path.join(out_dir, f"nnc_{qp}{'_opt' if opt else ''}.npz")
-        np.savez(path, **{k: np.asarray(decoded[k], dtype=np.float32).reshape(params[k].shape)
-                          for k in params})
-        print(json.dumps({"qp": qp, "opt_qp": opt, "bytes": len(bitstream),
-                          "seconds": round(seconds, 3), "path": path}), flush=True)
+        np.savez(
+            path,
+            **{
+                k: np.asarray(decoded[k], dtype=np.float32).reshape(params[k].shape) for k in params
+            },
+        )
+        print(
+            json.dumps(
+                {
+                    "qp": qp,
+                    "opt_qp": opt,
+                    "bytes": len(bitstream),
+                    "seconds": round(seconds, 3),
+                    "path": path,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

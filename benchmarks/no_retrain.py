@@ -10,7 +10,7 @@ For each dense checkpoint (``--ckpt-dir``/``<model>-dense.safetensors``), in one
   adjustment ``opt_qp``) at several QPs, run by ``benchmarks/nnc_driver.py`` under NNCodec's
   own virtual environment (``--nnc-python``) on the same dense tensors (exported to
   ``.npz``). Its decoded tensors come back as ``.npz`` and are evaluated here.
-* **.dcz without retraining** (:func:`deep_compression.quantize.no_retrain.rd_quantize_`)
+* **.dcz without retraining** (:func:`deep_compression.no_retrain.rd_quantize_`)
   at several ``lam``: data-free (``importance = "weights"``) and with 2,048 calibration
   images from the training split (``"gptq-fisher"`` and ``"gptq"``). Each candidate is
   serialised to ``.dcz`` bytes in memory (``coder = "best"``, ``gap_bits = "auto"``,
@@ -49,12 +49,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import machine  # noqa: E402
 
-from deep_compression.checkpoint import load_model  # noqa: E402
 from deep_compression.data import Split, load_dataset  # noqa: E402
 from deep_compression.dcz import decode, to_bytes  # noqa: E402
 from deep_compression.encode import model_tensors  # noqa: E402
+from deep_compression.loading import load_model  # noqa: E402
 from deep_compression.models import build_model  # noqa: E402
-from deep_compression.quantize.no_retrain import (  # noqa: E402
+from deep_compression.no_retrain import (  # noqa: E402
     NoRetrainConfig,
     compress_without_retraining,
     rd_quantize_,
@@ -63,17 +63,45 @@ from deep_compression.train import evaluate  # noqa: E402
 
 # Settings per model (the LeNets' lam scales were found with a coarse sweep; "weights" and
 # "gptq" lam are relative output error per bit, "gptq-fisher" lam is loss per bit).
-_QPS = ["-36", "-34", "-32", "-30", "-28", "-26", "-25", "-24", "-23", "-22", "-20", "-18",
-        "-34:opt", "-32:opt", "-30:opt", "-29:opt", "-28:opt", "-27:opt", "-26:opt", "-24:opt",
-        "-22:opt"]
+_QPS = [
+    "-36",
+    "-34",
+    "-32",
+    "-30",
+    "-28",
+    "-26",
+    "-25",
+    "-24",
+    "-23",
+    "-22",
+    "-20",
+    "-18",
+    "-34:opt",
+    "-32:opt",
+    "-30:opt",
+    "-29:opt",
+    "-28:opt",
+    "-27:opt",
+    "-26:opt",
+    "-24:opt",
+    "-22:opt",
+]
 QPS = {"lenet-300-100": _QPS, "lenet-5": _QPS}
 LAMS = {
     "weights": [1e-8, 3e-8, 1e-7, 2e-7, 3e-7, 5e-7, 1e-6, 2e-6],
     "gptq": [3e-8, 5e-8, 7e-8, 1e-7, 1.5e-7, 2e-7, 3e-7, 5e-7, 1e-6],
     "gptq-fisher": [1e-9, 2e-9, 3e-9, 4e-9, 5e-9, 7e-9, 1e-8, 2e-8],
 }
-FIELDS = ["model", "method", "setting", "bytes", "test_error", "val_error", "kept_fraction",
-          "seconds"]
+FIELDS = [
+    "model",
+    "method",
+    "setting",
+    "bytes",
+    "test_error",
+    "val_error",
+    "kept_fraction",
+    "seconds",
+]
 
 
 def error_pct(model: torch.nn.Module, split: Split) -> float:
@@ -83,7 +111,9 @@ def error_pct(model: torch.nn.Module, split: Split) -> float:
 
 def from_arrays(name: str, arrays: dict[str, np.ndarray]) -> torch.nn.Module:
     model = build_model(name)
-    model.load_state_dict({k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()})
+    model.load_state_dict(
+        {k: torch.from_numpy(np.asarray(v, dtype=np.float32)) for k, v in arrays.items()}
+    )
     return model.eval()
 
 
@@ -95,8 +125,8 @@ def as_codebooks(model: torch.nn.Module) -> torch.nn.Module:
     """Install QuantizedWeight parametrizations holding exactly the model's weights: the
     distinct non-zero values of each layer as its codebook, float16 biases and codebooks
     when exact (NNCodec's values are multiples of a power-of-two step)."""
+    from deep_compression.no_retrain import _install
     from deep_compression.prune import prunable_layers
-    from deep_compression.quantize.no_retrain import _install
 
     for layer in prunable_layers(model).values():
         w = layer.weight.detach().numpy().astype(np.float64)
@@ -107,8 +137,15 @@ def as_codebooks(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def run_nncodec(name: str, dense: torch.nn.Module, meta: dict, test: Split, nnc_python: str,
-                qps: list[str], rows: list[dict]) -> None:
+def run_nncodec(
+    name: str,
+    dense: torch.nn.Module,
+    meta: dict,
+    test: Split,
+    nnc_python: str,
+    qps: list[str],
+    rows: list[dict],
+) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "dense.npz"
         np.savez(src, **{k: v.detach().numpy() for k, v in dense.state_dict().items()})
@@ -122,59 +159,115 @@ def run_nncodec(name: str, dense: torch.nn.Module, meta: dict, test: Split, nnc_
             r = json.loads(line)
             with np.load(r["path"], allow_pickle=False) as f:
                 model = from_arrays(name, {k: f[k] for k in f.files})
-            fc_zero = sum(int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight"))
+            fc_zero = sum(
+                int((p == 0).sum()) for n, p in model.named_parameters() if n.endswith("weight")
+            )
             total = sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight"))
             setting = f"qp={r['qp']}" + (" opt_qp" if r["opt_qp"] else "")
             err = error_pct(model, test)
-            rows.append(dict(model=name, method="nncodec", setting=setting, bytes=r["bytes"],
-                             test_error=err, val_error="",
-                             kept_fraction=1 - fc_zero / total, seconds=r["seconds"]))
+            rows.append(
+                dict(
+                    model=name,
+                    method="nncodec",
+                    setting=setting,
+                    bytes=r["bytes"],
+                    test_error=err,
+                    val_error="",
+                    kept_fraction=1 - fc_zero / total,
+                    seconds=r["seconds"],
+                )
+            )
             print(rows[-1], flush=True)
             # Diagnostic: NNCodec's reconstruction (its quantizer) written as a .dcz (our
             # coder): the distinct non-zero values of each weight become its codebook.
-            rows.append(dict(model=name, method="nncodec quantizer, .dcz coder",
-                             setting=setting, bytes=len(dcz_bytes(as_codebooks(model), meta)),
-                             test_error=err, val_error="", kept_fraction=1 - fc_zero / total,
-                             seconds=""))
+            rows.append(
+                dict(
+                    model=name,
+                    method="nncodec quantizer, .dcz coder",
+                    setting=setting,
+                    bytes=len(dcz_bytes(as_codebooks(model), meta)),
+                    test_error=err,
+                    val_error="",
+                    kept_fraction=1 - fc_zero / total,
+                    seconds="",
+                )
+            )
 
 
-def run_dcz(name: str, dense: torch.nn.Module, meta: dict, test: Split, calib: torch.Tensor,
-            mode: str, lams: list[float], rows: list[dict]) -> None:
+def run_dcz(
+    name: str,
+    dense: torch.nn.Module,
+    meta: dict,
+    test: Split,
+    calib: torch.Tensor,
+    mode: str,
+    lams: list[float],
+    rows: list[dict],
+) -> None:
     for lam in lams:
         model = copy.deepcopy(dense)
         t0 = time.perf_counter()
-        report = rd_quantize_(model, NoRetrainConfig(lam=lam, importance=mode),
-                              None if mode == "weights" else calib)
+        report = rd_quantize_(
+            model, NoRetrainConfig(lam=lam, importance=mode), None if mode == "weights" else calib
+        )
         seconds = time.perf_counter() - t0
         blob = dcz_bytes(model, meta)
         arrays, _ = decode(blob)  # evaluate what the file holds, decoded by numpy
         decoded = from_arrays(name, arrays)
         method = "dcz data-free" if mode == "weights" else f"dcz calibrated ({mode})"
-        rows.append(dict(model=name, method=method, setting=f"lam={lam:g}", bytes=len(blob),
-                         test_error=error_pct(decoded, test), val_error="",
-                         kept_fraction=report.kept_fraction, seconds=round(seconds, 2)))
+        rows.append(
+            dict(
+                model=name,
+                method=method,
+                setting=f"lam={lam:g}",
+                bytes=len(blob),
+                test_error=error_pct(decoded, test),
+                val_error="",
+                kept_fraction=report.kept_fraction,
+                seconds=round(seconds, 2),
+            )
+        )
         print(rows[-1], flush=True)
 
 
-def run_search(name: str, dense: torch.nn.Module, meta: dict, test: Split, val: Split,
-               calib: torch.Tensor, budget: float, rows: list[dict]) -> None:
+def run_search(
+    name: str,
+    dense: torch.nn.Module,
+    meta: dict,
+    test: Split,
+    val: Split,
+    calib: torch.Tensor,
+    budget: float,
+    rows: list[dict],
+) -> None:
     for label, cal in (("calibrated", calib), ("data-free", None)):
         t0 = time.perf_counter()
         # The defaults a CLI would use: importance "auto" (gptq with calibration inputs,
         # weights without), the search's own starting lam.
         res = compress_without_retraining(
-            dense, lambda m: error_pct(m, val), budget, calibration=cal, metadata=meta,
-            grow=2.0, refine_steps=4,
+            dense,
+            lambda m: error_pct(m, val),
+            budget,
+            calibration=cal,
+            metadata=meta,
+            grow=2.0,
+            refine_steps=4,
         )
         blob = dcz_bytes(res.model, meta)
         assert len(blob) == res.file_bytes
         decoded = from_arrays(name, decode(blob)[0])
-        rows.append(dict(model=name, method=f"dcz search {label} (val +{budget:g})",
-                         setting=f"lam={res.config.lam:.3g} ({len(res.trials)} trials)",
-                         bytes=len(blob), test_error=error_pct(decoded, test),
-                         val_error=round(res.val_error, 3),
-                         kept_fraction=res.report.kept_fraction,
-                         seconds=round(time.perf_counter() - t0, 1)))
+        rows.append(
+            dict(
+                model=name,
+                method=f"dcz search {label} (val +{budget:g})",
+                setting=f"lam={res.config.lam:.3g} ({len(res.trials)} trials)",
+                bytes=len(blob),
+                test_error=error_pct(decoded, test),
+                val_error=round(res.val_error, 3),
+                kept_fraction=res.report.kept_fraction,
+                seconds=round(time.perf_counter() - t0, 1),
+            )
+        )
         print(rows[-1], f"dense val {res.dense_val_error:.2f}", flush=True)
 
 
@@ -191,15 +284,24 @@ def time_vgg(lam: float) -> tuple[float, float, float]:
 def summary(rows: list[dict], dense_err: dict[str, float], tol: float) -> list[str]:
     lines = []
     for name, d in dense_err.items():
-        lines.append(f"\n**{name}**: dense test error {d:.2f}%; target {d + tol:.2f}% (dense + {tol:g})\n")
+        lines.append(
+            f"\n**{name}**: dense test error {d:.2f}%; target {d + tol:.2f}% (dense + {tol:g})\n"
+        )
         lines.append("| method | smallest file within target | test error | setting |")
         lines.append("|:--|--:|--:|:--|")
         for method in dict.fromkeys(r["method"] for r in rows if r["model"] == name):
-            ok = [r for r in rows if r["model"] == name and r["method"] == method
-                  and r["test_error"] <= d + tol + 1e-9]
+            ok = [
+                r
+                for r in rows
+                if r["model"] == name
+                and r["method"] == method
+                and r["test_error"] <= d + tol + 1e-9
+            ]
             if ok:
                 b = min(ok, key=lambda r: r["bytes"])
-                lines.append(f"| {method} | {b['bytes']:,} B | {b['test_error']:.2f}% | {b['setting']} |")
+                lines.append(
+                    f"| {method} | {b['bytes']:,} B | {b['test_error']:.2f}% | {b['setting']} |"
+                )
             else:
                 lines.append(f"| {method} | none | | |")
     return lines
@@ -215,11 +317,19 @@ def plot(rows: list[dict], dense_err: dict[str, float], path: Path) -> None:
     fig, axes = plt.subplots(1, len(names), figsize=(6.5 * len(names), 4.8), squeeze=False)
     for ax, name in zip(axes[0], names):
         for method in dict.fromkeys(r["method"] for r in rows if r["model"] == name):
-            pts = sorted((r["bytes"], r["test_error"]) for r in rows
-                         if r["model"] == name and r["method"] == method)
+            pts = sorted(
+                (r["bytes"], r["test_error"])
+                for r in rows
+                if r["model"] == name and r["method"] == method
+            )
             style = "*" if "search" in method else "o-"
-            ax.plot([p[0] / 1000 for p in pts], [p[1] for p in pts], style, label=method,
-                    markersize=10 if "search" in method else 4)
+            ax.plot(
+                [p[0] / 1000 for p in pts],
+                [p[1] for p in pts],
+                style,
+                label=method,
+                markersize=10 if "search" in method else 4,
+            )
         ax.axhline(dense_err[name], color="k", lw=0.8, ls=":", label="dense")
         ax.axhline(dense_err[name] + 0.1, color="r", lw=0.8, ls="--", label="dense + 0.1")
         ax.set_xscale("log")
@@ -243,8 +353,11 @@ def main() -> None:
     ap.add_argument("--vgg-lam", type=float, default=1e-9)
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--search-only", action="store_true",
-                    help="only the dense rows and the search (writes no_retrain_search.*)")
+    ap.add_argument(
+        "--search-only",
+        action="store_true",
+        help="only the dense rows and the search (writes no_retrain_search.*)",
+    )
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -260,17 +373,27 @@ def main() -> None:
     t_start = time.perf_counter()
     for name in args.models:
         dense, meta = load_model(Path(args.ckpt_dir) / f"{name}-dense.safetensors")
-        meta = {"model": meta["model"], "dataset": meta.get("dataset", "mnist")}
+        meta = {"model": meta.model.to_dict(), "dataset": meta.dataset or "mnist"}
         dense_err[name] = error_pct(dense, test)
-        rows.append(dict(model=name, method="dense float32", setting="", bytes=4 * sum(
-            p.numel() for p in dense.state_dict().values()), test_error=dense_err[name],
-            val_error=round(error_pct(dense, val), 3), kept_fraction=1.0, seconds=0))
+        rows.append(
+            dict(
+                model=name,
+                method="dense float32",
+                setting="",
+                bytes=4 * sum(p.numel() for p in dense.state_dict().values()),
+                test_error=dense_err[name],
+                val_error=round(error_pct(dense, val), 3),
+                kept_fraction=1.0,
+                seconds=0,
+            )
+        )
         if not args.search_only:
             qps = QPS[name][::4] if args.quick else QPS[name]
             run_nncodec(name, dense, meta, test, args.nnc_python, qps, rows)
             for mode, lams in LAMS.items():
-                run_dcz(name, dense, meta, test, calib, mode, lams[::3] if args.quick else lams,
-                        rows)
+                run_dcz(
+                    name, dense, meta, test, calib, mode, lams[::3] if args.quick else lams, rows
+                )
         if not args.quick:
             run_search(name, dense, meta, test, val, calib, args.budget, rows)
     vgg = None if args.skip_vgg or args.quick or args.search_only else time_vgg(args.vgg_lam)
@@ -279,21 +402,29 @@ def main() -> None:
         w.writeheader()
         for r in rows:
             w.writerow({k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()})
-    md = [f"# Compression without retraining: .dcz vs NNCodec\n",
-          f"`{' '.join(sys.argv)}`; {time.perf_counter() - t_start:.0f} s; "
-          f"{machine.cpu_name()}, load {machine.load_average()}, {args.threads} thread(s).\n",
-          "Bytes: the whole file (.dcz: `coder=best`, `gap_bits=auto`, order-0 coding as in "
-          "this worktree; NNCodec: its bitstream). Test error of the decoded model.\n",
-          *summary([r for r in rows if r["method"] != "dense float32"], dense_err, 0.1), "",
-          "## All points\n", "| model | method | setting | bytes | test error | val error | kept |",
-          "|:--|:--|:--|--:|--:|--:|--:|"]
+    md = [
+        "# Compression without retraining: .dcz vs NNCodec\n",
+        f"`{' '.join(sys.argv)}`; {time.perf_counter() - t_start:.0f} s; "
+        f"{machine.cpu_name()}, load {machine.load_average()}, {args.threads} thread(s).\n",
+        "Bytes: the whole file (.dcz: `coder=best`, `gap_bits=auto`, order-0 coding as in "
+        "this worktree; NNCodec: its bitstream). Test error of the decoded model.\n",
+        *summary([r for r in rows if r["method"] != "dense float32"], dense_err, 0.1),
+        "",
+        "## All points\n",
+        "| model | method | setting | bytes | test error | val error | kept |",
+        "|:--|:--|:--|--:|--:|--:|--:|",
+    ]
     for r in rows:
-        md.append(f"| {r['model']} | {r['method']} | {r['setting']} | {r['bytes']:,} | "
-                  f"{r['test_error']:.2f}% | {r['val_error']} | {r['kept_fraction']:.3f} |")
+        md.append(
+            f"| {r['model']} | {r['method']} | {r['setting']} | {r['bytes']:,} | "
+            f"{r['test_error']:.2f}% | {r['val_error']} | {r['kept_fraction']:.3f} |"
+        )
     if vgg is not None:
-        md.append(f"\nVGG-16 shapes (random init, data-free, lam={args.vgg_lam:g}): "
-                  f"rd_quantize_ took {vgg[0]:.1f} s wall, {vgg[1]:.1f} s CPU "
-                  f"({vgg[2]:.3f} of the weights kept; load {machine.load_average()}).")
+        md.append(
+            f"\nVGG-16 shapes (random init, data-free, lam={args.vgg_lam:g}): "
+            f"rd_quantize_ took {vgg[0]:.1f} s wall, {vgg[1]:.1f} s CPU "
+            f"({vgg[2]:.3f} of the weights kept; load {machine.load_average()})."
+        )
     (RESULTS / f"{stem}.md").write_text("\n".join(md) + "\n")
     plot(rows, dense_err, RESULTS / f"{stem}.png")
     print("\n".join(md))

@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("sparse",),
     ("encode",),
     ("loading",),
-    ("phases", "recipe", "export"),
+    ("phases", "recipe", "export", "no_retrain"),
     ("report",),
     ("pipeline",),
     ("cli", "__main__"),

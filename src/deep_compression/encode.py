@@ -57,6 +57,7 @@ __all__ = [
     "model_tensors",
     "plain_state_dict",
     "encode_model",
+    "file_metadata",
     "read_report",
 ]
 
@@ -262,6 +263,17 @@ def default_metadata(model: nn.Module) -> CheckpointMeta:
     return CheckpointMeta(model=ModelSpec(f"{cls.__module__}:{cls.__qualname__}"))
 
 
+def file_metadata(
+    model: nn.Module, metadata: CheckpointMeta | Mapping[str, Any] | None
+) -> CheckpointMeta:
+    """The metadata a file of ``model`` carries: ``metadata`` validated, or the default."""
+    if metadata is None:
+        return default_metadata(model)
+    if isinstance(metadata, CheckpointMeta):
+        return metadata
+    return CheckpointMeta.from_dict(metadata, "metadata")
+
+
 def encode_model(
     model: nn.Module,
     path: str | os.PathLike[str],
@@ -287,10 +299,7 @@ def encode_model(
         ConfigError: bad settings.
     """
     config = config or EncodeConfig()
-    if metadata is None:
-        metadata = default_metadata(model)
-    elif not isinstance(metadata, CheckpointMeta):
-        metadata = CheckpointMeta.from_dict(metadata, "metadata")
+    metadata = file_metadata(model, metadata)
     coder, chunk, gap_bits = config.coder, config.chunk, dict(config.gap_bits) or None
     t0 = time.perf_counter()
     records = model_tensors(model, gap_bits, coder)

@@ -13,16 +13,17 @@ import pytest
 import torch
 from torch import nn
 
-from deep_compression.encode import encode_model, load_dcz, plain_state_dict
+from deep_compression.encode import EncodeConfig, encode_model, plain_state_dict
 from deep_compression.errors import ConfigError
+from deep_compression.loading import load_dcz
 from deep_compression.models import build_model
-from deep_compression.quantize import QuantizedWeight, quantized_weight
-from deep_compression.quantize.no_retrain import (
+from deep_compression.no_retrain import (
     NoRetrainConfig,
     compress_without_retraining,
     encoded_size,
     rd_quantize_,
 )
+from deep_compression.quantize import QuantizedWeight, quantized_weight
 from deep_compression.quantize.rdq import model_bits
 
 META = {"model": {"name": "lenet-300-100", "kwargs": {}}}
@@ -38,8 +39,9 @@ def lenet() -> nn.Module:
 def test_roundtrip_through_encode_model_bit_exact(lenet, calibrated: bool, tmp_path: Path) -> None:
     model = copy.deepcopy(lenet)
     calib = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(1))
-    report = rd_quantize_(model, NoRetrainConfig(lam=3e-7 if not calibrated else 1e-6),
-                          calib if calibrated else None)
+    report = rd_quantize_(
+        model, NoRetrainConfig(lam=3e-7 if not calibrated else 1e-6), calib if calibrated else None
+    )
     for layer in (model.fc1, model.fc2, model.fc3):
         q = quantized_weight(layer)
         assert isinstance(q, QuantizedWeight)
@@ -48,7 +50,7 @@ def test_roundtrip_through_encode_model_bit_exact(lenet, calibrated: bool, tmp_p
     assert 0 < report.kept_fraction < 1
     expected = plain_state_dict(model)
     path = tmp_path / "m.dcz"
-    rep = encode_model(model, path, metadata=META, coder="best", gap_bits="auto")
+    rep = encode_model(model, path, EncodeConfig("best", "auto"), metadata=META)
     decoded, _ = load_dcz(path)
     got = decoded.state_dict()
     assert set(got) == set(expected)
@@ -125,12 +127,13 @@ def test_conv_model_with_every_importance(mode: str, tmp_path: Path) -> None:
     model = TinyConv().eval()
     calib = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     lam = {"weights": 1e-4, "inputs": 1e-4, "fisher": 1e-6, "gptq": 1e-4, "gptq-fisher": 1e-6}
-    rep = rd_quantize_(model, NoRetrainConfig(lam=lam[mode], importance=mode),
-                       None if mode == "weights" else calib)
+    rep = rd_quantize_(
+        model, NoRetrainConfig(lam=lam[mode], importance=mode), None if mode == "weights" else calib
+    )
     assert [r.name for r in rep.layers] == ["conv1", "conv2", "fc"]
     assert 0 < rep.kept_fraction < 1
     expected = plain_state_dict(model)
-    encode_model(model, tmp_path / "c.dcz", metadata={})
+    encode_model(model, tmp_path / "c.dcz")
     decoded, _ = load_dcz(tmp_path / "c.dcz", TinyConv())
     for k, v in decoded.state_dict().items():
         assert torch.equal(v, expected[k]), k
@@ -164,8 +167,9 @@ def synthetic_task(seed: int = 0):
 def test_search_respects_budget(budget: float) -> None:
     model, val_error, calib = synthetic_task()
     before = copy.deepcopy(model.state_dict())
-    res = compress_without_retraining(model, val_error, budget, lam_start=1e-6,
-                                      metadata={"model": {"name": "mlp", "kwargs": {}}})
+    res = compress_without_retraining(
+        model, val_error, budget, lam_start=1e-6, metadata={"model": {"name": "mlp", "kwargs": {}}}
+    )
     # The input model is untouched.
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k])
@@ -174,7 +178,9 @@ def test_search_respects_budget(budget: float) -> None:
     assert res.val_error == pytest.approx(val_error(res.model))
     ok = [t for t in res.trials if t.val_error <= res.dense_val_error + budget + 1e-9]
     assert res.file_bytes == min(t.file_bytes for t in ok)
-    assert res.file_bytes == encoded_size(res.model, metadata={"model": {"name": "mlp", "kwargs": {}}})
+    assert res.file_bytes == encoded_size(
+        res.model, metadata={"model": {"name": "mlp", "kwargs": {}}}
+    )
     # Some candidate was beyond the budget: the search went as far as it could.
     assert any(t.val_error > res.dense_val_error + budget for t in res.trials)
 

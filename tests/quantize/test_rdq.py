@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from deep_compression.errors import ConfigError
-from deep_compression.kmeans import kmeans_1d
 from deep_compression.quantize import rdq
+from deep_compression.quantize.kmeans import kmeans_1d
 
 
 def laplace(n: int, seed: int, scale: float = 0.05) -> np.ndarray:
@@ -31,7 +31,7 @@ def lagrangian(x, h, lam, c, labels) -> float:
 
 def test_envelope_matches_brute_force_argmin() -> None:
     rng = np.random.default_rng(0)
-    for trial in range(50):
+    for _trial in range(50):
         m = int(rng.integers(1, 12))
         c = np.sort(rng.choice(np.linspace(-1, 1, 101), size=m, replace=False))
         lengths = rng.uniform(0, 8, size=m)
@@ -40,7 +40,7 @@ def test_envelope_matches_brute_force_argmin() -> None:
         win, bounds = rdq.lower_envelope(c, lengths, t)
         labels = win[np.searchsorted(bounds, x, side="left")]
         brute = np.argmin((x[:, None] - c) ** 2 + t * lengths, axis=1)
-        cost = lambda lab: (x - c[lab]) ** 2 + t * lengths[lab]  # noqa: E731
+        cost = lambda lab: (x - c[lab]) ** 2 + t * lengths[lab]  # noqa: E731, B023 (called at once)
         np.testing.assert_allclose(cost(labels), cost(brute), rtol=0, atol=1e-12)
 
 
@@ -55,7 +55,7 @@ def test_fixed_point_is_optimal_assignment_for_its_codebook() -> None:
         counts = np.bincount(labels, minlength=c.size)
         lengths = -np.log2(counts / x.size)
         brute = np.argmin((x[:, None] - c) ** 2 + lam * lengths, axis=1)
-        cost = lambda lab: (x - c[lab]) ** 2 + lam * lengths[lab]  # noqa: E731
+        cost = lambda lab: (x - c[lab]) ** 2 + lam * lengths[lab]  # noqa: E731, B023 (called at once)
         assert np.all(cost(labels) <= cost(brute) + 1e-12)
 
 
@@ -145,9 +145,15 @@ def test_result_fields_and_importance_zero() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [dict(lam=-1.0), dict(lam=float("nan")), dict(lam=1e-4, max_iter=0),
-     dict(lam=1e-4, importance=-1.0), dict(lam=1e-4, importance=np.ones(3)),
-     dict(lam=0.0), dict(lam=1e-4, max_codewords=1 << 20)],
+    [
+        dict(lam=-1.0),
+        dict(lam=float("nan")),
+        dict(lam=1e-4, max_iter=0),
+        dict(lam=1e-4, importance=-1.0),
+        dict(lam=1e-4, importance=np.ones(3)),
+        dict(lam=0.0),
+        dict(lam=1e-4, max_codewords=1 << 20),
+    ],
 )
 def test_bad_arguments(kwargs) -> None:
     with pytest.raises(ConfigError):
@@ -165,9 +171,17 @@ def test_gptq_identity_hessian_no_worse_than_diagonal() -> None:
     cov = np.cov(x, rowvar=False, bias=True)
     lam = 2e-4
     g = rdq.rd_gptq(w, cov, lam, damp=1e-6)
-    plain = rdq.rd_quantize(w.reshape(-1), lam, importance=np.broadcast_to(np.diag(cov), w.shape).reshape(-1))
-    d_plain = float(np.einsum("oi,ij,oj->", w - plain.values().reshape(w.shape), cov,
-                              w - plain.values().reshape(w.shape)))
+    plain = rdq.rd_quantize(
+        w.reshape(-1), lam, importance=np.broadcast_to(np.diag(cov), w.shape).reshape(-1)
+    )
+    d_plain = float(
+        np.einsum(
+            "oi,ij,oj->",
+            w - plain.values().reshape(w.shape),
+            cov,
+            w - plain.values().reshape(w.shape),
+        )
+    )
     assert g.distortion + lam * g.rate_bits < d_plain + lam * plain.rate_bits
     diff = w - g.values().reshape(w.shape)
     assert g.distortion == pytest.approx(float(np.einsum("oi,ij,oj->", diff, cov, diff)))

@@ -178,7 +178,9 @@ def _check(lam: float, max_iter: int, max_codewords: int) -> None:
         raise ConfigError(f"max_iter must be an integer >= 1, got {max_iter!r}")
     bad = isinstance(max_codewords, bool) or not isinstance(max_codewords, int)
     if bad or not 1 <= max_codewords <= MAX_CODEWORDS:
-        raise ConfigError(f"max_codewords must be an integer in 1..{MAX_CODEWORDS}, got {max_codewords!r}")
+        raise ConfigError(
+            f"max_codewords must be an integer in 1..{MAX_CODEWORDS}, got {max_codewords!r}"
+        )
 
 
 def _grid(x: np.ndarray, step: float, max_codewords: int, zero: bool) -> np.ndarray:
@@ -385,7 +387,7 @@ def _lloyd_sorted(
     lengths = np.zeros(c.size)  # first pass: every code equally long, nearest codeword
     cuts, _ = partition(c_cur, lengths)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is read after the loop)
         cnt = np.diff(cuts, axis=1)  # (G, m)
         sums = csum[cuts[:, 1:]] - csum[cuts[:, :-1]]
         counts = cnt.sum(axis=0)
@@ -442,7 +444,7 @@ def _lloyd_weighted(
     lengths = np.zeros(c.size)
     labels = np.zeros(0, dtype=np.int64)
     it = 0
-    for it in range(1, max_iter + 1):
+    for it in range(1, max_iter + 1):  # noqa: B007 (the count is read after the loop)
         new = _assign_weighted(x, h, lam, c, lengths)
         counts = np.bincount(new, minlength=c.size)
         used = counts > 0

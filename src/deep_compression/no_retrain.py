@@ -48,11 +48,12 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deep_compression.dcz import CODER_CHOICES, to_bytes
-from deep_compression.encode import model_tensors
+from deep_compression.encode import file_metadata, model_tensors
 from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns, resolve
 from deep_compression.prune import prunable_layers
-from deep_compression.quantize.core import _remove_weight_parametrization, round_float16_
+from deep_compression.prune.mask import unparametrize_
+from deep_compression.quantize.core import round_float16_
 from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
 from deep_compression.quantize.rdq import MAX_CODEWORDS, rd_gptq, rd_quantize
 
@@ -144,12 +145,16 @@ class NoRetrainConfig:
             )
         for key, value in self.layer_weights.items():
             if not isinstance(key, str) or not key:
-                raise ConfigError(f"no_retrain.layer_weights: keys must be layer names, got {key!r}")
+                raise ConfigError(
+                    f"no_retrain.layer_weights: keys must be layer names, got {key!r}"
+                )
             _positive(value, f"no_retrain.layer_weights[{key!r}]")
         object.__setattr__(self, "layer_weights", MappingProxyType(dict(self.layer_weights)))
         for name in ("bias_correction", "float16"):
             if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"no_retrain.{name} must be true or false, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"no_retrain.{name} must be true or false, got {getattr(self, name)!r}"
+                )
         if self.importance not in IMPORTANCES:
             raise ConfigError(
                 f"no_retrain.importance must be one of {', '.join(IMPORTANCES)}, "
@@ -161,13 +166,31 @@ class NoRetrainConfig:
 
     def __hash__(self) -> int:
         items = tuple(sorted(self.layer_weights.items()))
-        return hash((self.lam, self.importance, items, self.bias_correction, self.float16, self.max_codewords,
-                     self.max_iter, self.max_groups))
+        return hash(
+            (
+                self.lam,
+                self.importance,
+                items,
+                self.bias_correction,
+                self.float16,
+                self.max_codewords,
+                self.max_iter,
+                self.max_groups,
+            )
+        )
 
     def with_lam(self, lam: float) -> NoRetrainConfig:
         """The same settings with another ``lam``."""
-        return NoRetrainConfig(lam, self.importance, dict(self.layer_weights), self.bias_correction,
-                               self.float16, self.max_codewords, self.max_iter, self.max_groups)
+        return NoRetrainConfig(
+            lam,
+            self.importance,
+            dict(self.layer_weights),
+            self.bias_correction,
+            self.float16,
+            self.max_codewords,
+            self.max_iter,
+            self.max_groups,
+        )
 
 
 @dataclass(frozen=True)
@@ -231,7 +254,10 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1])
     if isinstance(layer, nn.Conv2d) and layer.groups == 1:
         cols = nn.functional.unfold(
-            x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding,
+            x,
+            layer.kernel_size,
+            dilation=layer.dilation,
+            padding=layer.padding,
             stride=layer.stride,
         )  # (N, C*kh*kw, L)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
@@ -304,8 +330,9 @@ def _gather(
                     labels = torch.full((logits.shape[0],), k, dtype=torch.long)
                     ce = nn.functional.cross_entropy(logits, labels, reduction="none")
                     loss = (probs[:, k].sqrt() * ce).sum()
-                    torch.autograd.grad(loss, params or [logits], retain_graph=True,
-                                        allow_unused=True)
+                    torch.autograd.grad(
+                        loss, params or [logits], retain_graph=True, allow_unused=True
+                    )
                     for name in names:
                         g = _channels_last(grads[name].double())  # (N, positions, C)
                         # A weight's per-sample gradient sums over positions.
@@ -346,8 +373,13 @@ def _importance(
     return h.reshape(-1)
 
 
-def _install(layer: nn.Module, codebook: np.ndarray, indices: np.ndarray, mask: np.ndarray,
-             shape: tuple[int, ...]) -> None:
+def _install(
+    layer: nn.Module,
+    codebook: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    shape: tuple[int, ...],
+) -> None:
     """Register ``QuantizedWeight(codebook, indices, mask)`` on ``layer.weight``."""
     weight = layer.weight.detach()
     if codebook.size == 0:  # every weight went to zero: one unused centroid
@@ -356,7 +388,7 @@ def _install(layer: nn.Module, codebook: np.ndarray, indices: np.ndarray, mask: 
     idx = torch.from_numpy(indices.reshape(shape)).to(index_dtype(cb.numel()))
     m = torch.from_numpy(mask.reshape(shape))
     if parametrize.is_parametrized(layer, "weight"):
-        _remove_weight_parametrization(layer, weight)
+        unparametrize_(layer, weight)
     q = QuantizedWeight(cb.to(weight.device), idx.to(weight.device), m.to(weight.device))
     parametrize.register_parametrization(layer, "weight", q, unsafe=True)
     layer.parametrizations["weight"].original.requires_grad_(False)
@@ -404,9 +436,14 @@ def rd_quantize_(
     use_data = calibration is not None
     mode = resolve_importance(config.importance, use_data)
     dense_stats = (
-        _gather(model, calibration, list(layers), True,
-                fisher=mode in ("fisher", "gptq-fisher"),
-                covariance=mode in ("gptq", "gptq-fisher"))
+        _gather(
+            model,
+            calibration,
+            list(layers),
+            True,
+            fisher=mode in ("fisher", "gptq-fisher"),
+            covariance=mode in ("gptq", "gptq-fisher"),
+        )
         if use_data
         else {}
     )
@@ -427,8 +464,13 @@ def rd_quantize_(
             assert st.in_cov is not None
             w2d = weight.reshape(weight.shape[0], -1)
             # Loss units: 1/2 dW F dW with F ~ (output Fisher) x (input covariance).
-            r = rd_gptq(w2d, st.in_cov * (lw / 2), config.lam, row_weights=st.out_fisher,
-                        max_codewords=config.max_codewords)
+            r = rd_gptq(
+                w2d,
+                st.in_cov * (lw / 2),
+                config.lam,
+                row_weights=st.out_fisher,
+                max_codewords=config.max_codewords,
+            )
         else:
             h = _importance(weight, dense_stats.get(name), mode, lw)
             r = rd_quantize(
@@ -443,8 +485,17 @@ def rd_quantize_(
         q = r.values()
         norm = float(np.linalg.norm(weight))
         rel = float(np.linalg.norm(q - weight.reshape(-1))) / norm if norm > 0 else 0.0
-        rows.append(LayerRD(name, weight.size, int(r.mask.sum()), int(r.codebook.size),
-                            r.rate_bits, rel, r.iterations))
+        rows.append(
+            LayerRD(
+                name,
+                weight.size,
+                int(r.mask.sum()),
+                int(r.codebook.size),
+                r.rate_bits,
+                rel,
+                r.iterations,
+            )
+        )
     if use_data and config.bias_correction:
         _correct_biases(model, calibration, layers, dense_stats)
     if config.float16:
@@ -489,7 +540,8 @@ def encoded_size(
     an exact count (it is part of the zlib-compressed header).
     """
     records = model_tensors(model, gap_bits, coder)
-    return len(to_bytes(records, metadata or {}, coder=coder))
+    meta = file_metadata(model, metadata).to_dict()
+    return len(to_bytes(records, meta, coder=coder))
 
 
 @dataclass(frozen=True)
@@ -507,8 +559,8 @@ class NoRetrainResult:
 
     Attributes:
         model: the chosen quantized model (QuantizedWeight parametrizations installed;
-            write it with ``encode_model(model, path, metadata=..., coder=coder,
-            gap_bits=gap_bits)`` with the same coder and gap widths to get ``file_bytes``).
+            write it with ``encode_model(model, path, EncodeConfig(coder, gap_bits),
+            metadata=...)``, the same coder and gap widths, to get ``file_bytes``).
         config: the :class:`NoRetrainConfig` that produced it.
         file_bytes: bytes of its ``.dcz`` (with the metadata given to the search).
         val_error: its validation error (%).
@@ -636,7 +688,9 @@ def compress_without_retraining(
             break
     # Refine between them on a log scale.
     steps = 0
-    while good is not None and bad is not None and steps < refine_steps and len(trials) < max_trials:
+    while (
+        good is not None and bad is not None and steps < refine_steps and len(trials) < max_trials
+    ):
         lam = math.sqrt(good * bad)
         if run(lam):
             good = lam
@@ -652,6 +706,12 @@ def compress_without_retraining(
         report = rd_quantize_(chosen, base.with_lam(best_lam), calibration)
     trial = next(t for t in trials if t.lam == best_lam)
     return NoRetrainResult(
-        chosen, base.with_lam(best_lam), trial.file_bytes, trial.val_error, dense_error,
-        tuple(trials), report, time.perf_counter() - t0,
+        chosen,
+        base.with_lam(best_lam),
+        trial.file_bytes,
+        trial.val_error,
+        dense_error,
+        tuple(trials),
+        report,
+        time.perf_counter() - t0,
     )
