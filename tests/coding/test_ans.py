@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deep_compression.coding import ans
+from deep_compression.coding import ans, ans_lanes
 from deep_compression.coding.bits import decode_varint
 from deep_compression.coding.streams import entropy_bits
 from deep_compression.errors import FormatError
@@ -115,7 +115,9 @@ def test_lanes_round_trip_and_match_single_lanes(chunk: int) -> None:
     seg = ans.encode_stream(symbols, 12, chunk)
     assert ans.decode_stream(seg, symbols.size, 12, "t", chunk).tolist() == symbols.tolist()
     cdf = ans.model(np.bincount(symbols, minlength=12), 12).tolist()
-    lanes = [ans._encode_lane(symbols[i : i + chunk].tolist(), cdf) for i in range(0, 3000, chunk)]
+    lanes = [
+        ans_lanes.encode_lane(symbols[i : i + chunk].tolist(), cdf) for i in range(0, 3000, chunk)
+    ]
     assert seg.endswith(b"".join(np.asarray(w, "<u4").tobytes() for w in lanes))
     with pytest.raises(FormatError):
         ans.decode_stream(seg + b"\x05\x00\x00\x00", symbols.size, 12, "t", chunk)

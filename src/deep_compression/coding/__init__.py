@@ -2,8 +2,9 @@
 
 * :mod:`~deep_compression.coding.gaps`: relative-index sparse coding with fillers;
 * :mod:`~deep_compression.coding.huffman`: canonical, length-limited Huffman, decoded in
-  lockstep chunks;
-* :mod:`~deep_compression.coding.ans`: rANS from integer counts, numpy only (constriction's bits);
+  lockstep chunks (the code itself built by :mod:`~deep_compression.coding.huffman_codes`);
+* :mod:`~deep_compression.coding.ans`: rANS from integer counts, numpy only (constriction's bits;
+  the lane arithmetic in :mod:`~deep_compression.coding.ans_lanes`);
 * :mod:`~deep_compression.coding.bits`: fixed-width bit packing and varints;
 * :mod:`~deep_compression.coding.context`: context-adaptive binary arithmetic coding of
   positions and cluster indices (format version 2, ``ctx``);

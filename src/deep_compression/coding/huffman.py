@@ -10,7 +10,8 @@ byte for byte. This module is the textbook construction, in numpy:
   deterministic function of the counts. A stream with a single distinct symbol gets a
   1-bit code, as in DEFLATE.
 * **Codes** are assigned canonically from the lengths alone (RFC 1951, section 3.2.2), so
-  the table stored in a file is just the code lengths, 4 bits each.
+  the table stored in a file is just the code lengths, 4 bits each. (These two steps are in
+  :mod:`~deep_compression.coding.huffman_codes`, re-exported here.)
 * **Bits** are packed MSB-first. The symbol stream is cut into chunks of ``chunk`` symbols
   whose bit lengths are stored, so every chunk start is known and all chunks (of all
   streams of a file) are decoded in lockstep with one lookup table per stream indexed by
@@ -27,10 +28,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from deep_compression.coding.bits import decode_varint, encode_varint, pack_codes
+from deep_compression.coding.huffman_codes import MAX_CODE_LENGTH, canonical_codes, code_lengths
 from deep_compression.errors import FormatError
 
 __all__ = [
@@ -44,98 +47,12 @@ __all__ = [
     "decode_streams",
 ]
 
-MAX_CODE_LENGTH = 15  # fits a 4-bit table entry, like DEFLATE
 # Lookup-table entries (2**L per stream) decoded together; bounds decoder memory whatever
 # a file claims.
 _MAX_BATCH_TABLE = 1 << 22
 # Table "length" of a bit pattern no code starts with (only a single-symbol table has
 # one): it throws the chunk so far off that its end check must fail.
 _INVALID = 1 << 40
-
-
-def code_lengths(counts: np.ndarray, max_length: int = MAX_CODE_LENGTH) -> np.ndarray:
-    """Optimal length-limited prefix-code lengths for the symbol ``counts``.
-
-    Args:
-        counts: ``(A,)`` non-negative integer occurrence counts.
-        max_length: longest allowed code, in bits.
-
-    Returns:
-        ``(A,)`` uint8 code lengths; 0 for symbols that never occur.
-
-    Raises:
-        ValueError: more distinct symbols than ``2**max_length`` codes can hold.
-
-    >>> code_lengths(np.array([10, 1, 1, 2, 0])).tolist()
-    [1, 3, 3, 2, 0]
-    """
-    counts = np.asarray(counts, dtype=np.int64)
-    lengths = np.zeros(counts.size, dtype=np.uint8)
-    used = np.flatnonzero(counts > 0)
-    n = used.size
-    if n == 0:
-        return lengths
-    if n == 1:
-        lengths[used] = 1
-        return lengths
-    if n > 1 << max_length:
-        raise ValueError(f"{n} distinct symbols do not fit codes of <= {max_length} bits")
-    # Leaves in ascending weight; equal weights in ascending symbol order (deterministic).
-    order = used[np.argsort(counts[used], kind="stable")]
-    leaves = counts[order]
-    # Package-merge: list 1 holds the leaves; list j+1 merges the leaves with the pairs
-    # ("packages") of consecutive items of list j. Remember which items are leaves.
-    is_leaf_per_list = [np.ones(n, dtype=bool)]
-    current = leaves
-    for _ in range(max_length - 1):
-        half = current.size // 2
-        packages = current[0 : 2 * half : 2] + current[1 : 2 * half : 2]
-        weights = np.concatenate([leaves, packages])
-        # Stable sort of [leaves, packages]: on equal weight a leaf comes first.
-        merge = np.argsort(weights, kind="stable")
-        current = weights[merge]
-        is_leaf_per_list.append(merge < n)
-    # The 2n-2 cheapest items of the last list form the code. A selected package of list
-    # j+1 stands for two items of list j, and the selected items of every list are a
-    # prefix of it, so walking back we only need how many leaves each prefix holds. The
-    # leaves in a prefix are the lightest ones; each selection adds one bit to them.
-    depth = np.zeros(n, dtype=np.int64)
-    take = 2 * n - 2
-    for is_leaf in reversed(is_leaf_per_list):
-        n_leaves = int(np.count_nonzero(is_leaf[:take]))
-        depth[:n_leaves] += 1
-        take = 2 * (take - n_leaves)
-    lengths[order] = depth
-    return lengths
-
-
-def canonical_codes(lengths: np.ndarray) -> np.ndarray:
-    """Canonical code of each symbol from the code lengths (RFC 1951, 3.2.2).
-
-    Shorter codes come first; codes of equal length are consecutive integers in symbol
-    order.
-
-    >>> canonical_codes(np.array([2, 1, 3, 3])).tolist()  # 10, 0, 110, 111
-    [2, 0, 6, 7]
-    """
-    lengths = np.asarray(lengths, dtype=np.int64)
-    max_len = int(lengths.max()) if lengths.size else 0
-    bl_count = np.bincount(lengths, minlength=max_len + 1)
-    bl_count[0] = 0
-    next_code = np.zeros(max_len + 2, dtype=np.int64)
-    code = 0
-    for bits in range(1, max_len + 1):
-        code = (code + int(bl_count[bits - 1])) << 1
-        next_code[bits] = code
-    # Rank of each symbol among the symbols of its length, in symbol order.
-    order = np.lexsort((np.arange(lengths.size), lengths))
-    sorted_len = lengths[order]
-    first_of_len = np.searchsorted(sorted_len, sorted_len, side="left")
-    rank = np.arange(lengths.size) - first_of_len
-    codes = np.zeros(lengths.size, dtype=np.int64)
-    codes[order] = next_code[sorted_len] + rank
-    codes[lengths == 0] = 0
-    return codes.astype(np.uint32)
 
 
 def encode_table(lengths: np.ndarray) -> bytes:
@@ -310,9 +227,39 @@ def decode_streams(streams: Sequence[HuffmanStream]) -> list[np.ndarray]:
 
 
 def _decode_batch(streams: list[HuffmanStream], ids: list[int], results: list[np.ndarray]) -> None:
+    """Decode ``streams`` (whose lookup tables fit in memory together) into
+    ``results[ids[k]]``, every chunk of every stream in lockstep."""
+    sym_table, len_table, tab_offsets, Ls = _joined_tables(streams)
+    window, base_bits = _joined_payloads(streams)
+    last_byte = window.size - 1
+    c = _chunks(streams, base_bits, tab_offsets, Ls)
+
+    out = np.empty(sum(s.n for s in streams), dtype=np.int32)
+    pos = c.start.copy()
+    active = c.count.size
+    for i in range(int(c.count[0])):
+        while c.count[active - 1] <= i:
+            active -= 1
+        p = pos[:active]
+        w = window[np.minimum(p >> 3, last_byte)]
+        code = (w >> (c.shift[:active] - (p & 7))) & c.mask[:active]
+        entry = c.tab_off[:active] + code
+        out[c.out_off[:active] + i] = sym_table[entry]
+        p += len_table[entry]  # in place on pos[:active]
+
+    _check_chunk_ends(streams, c, pos - c.start)
+    out_pos = 0
+    for k, s in enumerate(streams):
+        results[ids[k]] = out[out_pos : out_pos + s.n]
+        out_pos += s.n
+
+
+def _joined_tables(
+    streams: list[HuffmanStream],
+) -> tuple[np.ndarray, np.ndarray, list[int], list[int]]:
+    """Every stream's lookup tables back to back: ``(symbols, lengths, offsets, Ls)``,
+    stream ``k``'s table starting at ``offsets[k]`` and indexed by ``Ls[k]`` bits."""
     sym_tabs, len_tabs, tab_offsets, Ls = [], [], [], []
-    payload_parts, base_bits = [], []
-    byte_base = 0
     tab_base = 0
     for s in streams:
         syms, lens, L = _decode_table(s.lengths)
@@ -321,20 +268,41 @@ def _decode_batch(streams: list[HuffmanStream], ids: list[int], results: list[np
         tab_offsets.append(tab_base)
         Ls.append(L)
         tab_base += syms.size
+    return np.concatenate(sym_tabs), np.concatenate(len_tabs), tab_offsets, Ls
+
+
+def _joined_payloads(streams: list[HuffmanStream]) -> tuple[np.ndarray, list[int]]:
+    """The payloads back to back as a window per byte, and each payload's first bit."""
+    payload_parts, base_bits = [], []
+    byte_base = 0
+    for s in streams:
         payload_parts.append(s.payload)
         base_bits.append(8 * byte_base)
         byte_base += len(s.payload)
-    sym_table = np.concatenate(sym_tabs)
-    len_table = np.concatenate(len_tabs)
     buf = np.frombuffer(b"".join(payload_parts) + b"\0\0\0", dtype=np.uint8)
     # 24-bit big-endian window starting at every byte: one gather per step reads L <= 16
     # bits at any bit offset (offset-in-byte <= 7, 7 + 16 <= 24).
     window = (
         (buf[:-2].astype(np.uint32) << 16) | (buf[1:-1].astype(np.uint32) << 8) | buf[2:]
     ).astype(np.int64)
-    last_byte = window.size - 1
+    return window, base_bits
 
-    # Per chunk: start bit, symbol count, stream's table offset and L, output offset.
+
+class _Chunks(NamedTuple):
+    """Every chunk of a batch, longest first (so the active ones are a prefix)."""
+
+    start: np.ndarray  # first bit in the joined payloads
+    count: np.ndarray  # symbols
+    tab_off: np.ndarray  # its stream's table offset
+    shift: np.ndarray  # 24 - L: aligns the window's next L bits
+    mask: np.ndarray  # 2**L - 1
+    out_off: np.ndarray  # where its symbols go in the batch's output
+    owner: np.ndarray  # index of its stream in the batch
+
+
+def _chunks(
+    streams: list[HuffmanStream], base_bits: list[int], tab_offsets: list[int], Ls: list[int]
+) -> _Chunks:
     starts, counts, offs, shifts, masks, outs, owner = [], [], [], [], [], [], []
     out_base = 0
     for k, s in enumerate(streams):
@@ -349,37 +317,20 @@ def _decode_batch(streams: list[HuffmanStream], ids: list[int], results: list[np
         outs.append(out_base + s.chunk * np.arange(nchunks, dtype=np.int64))
         owner.append(np.full(nchunks, k, dtype=np.int64))
         out_base += s.n
-    start = np.concatenate(starts)
     count = np.concatenate(counts)
     order = np.argsort(-count, kind="stable")  # longest chunks first
-    start, count = start[order], count[order]
-    tab_off = np.concatenate(offs)[order]
-    shift = np.concatenate(shifts)[order]
-    mask = np.concatenate(masks)[order]
-    out_off = np.concatenate(outs)[order]
-    chunk_owner = np.concatenate(owner)[order]
+    return _Chunks(
+        *(np.concatenate(parts)[order] for parts in (starts, counts, offs, shifts, masks, outs)),
+        np.concatenate(owner)[order],
+    )
 
-    out = np.empty(out_base, dtype=np.int32)
-    pos = start.copy()
-    active = count.size
-    for i in range(int(count[0])):
-        while count[active - 1] <= i:
-            active -= 1
-        p = pos[:active]
-        w = window[np.minimum(p >> 3, last_byte)]
-        code = (w >> (shift[:active] - (p & 7))) & mask[:active]
-        entry = tab_off[:active] + code
-        out[out_off[:active] + i] = sym_table[entry]
-        p += len_table[entry]  # in place on pos[:active]
 
-    # Each chunk must end exactly where the next starts; the last chunk of a stream must
-    # end in the payload's final byte with zero padding after it.
-    used_bits = pos - start
-    out_pos = 0
+def _check_chunk_ends(streams: list[HuffmanStream], c: _Chunks, used_bits: np.ndarray) -> None:
+    """Each chunk must end exactly where the next starts; the last chunk of a stream must
+    end in the payload's final byte with zero padding after it."""
     for k, s in enumerate(streams):
-        mine = chunk_owner == k
-        idx = np.flatnonzero(mine)
-        ordered = idx[np.argsort(out_off[idx])]
+        idx = np.flatnonzero(c.owner == k)
+        ordered = idx[np.argsort(c.out_off[idx])]
         bits = used_bits[ordered]
         if s.chunk_bits.size and not np.array_equal(bits[:-1], s.chunk_bits):
             raise FormatError(f"{s.where}: a chunk does not decode to its stored bit length")
@@ -392,5 +343,3 @@ def _decode_batch(streams: list[HuffmanStream], ids: list[int], results: list[np
         pad = 8 * len(s.payload) - total
         if pad and s.payload[-1] & ((1 << pad) - 1):
             raise FormatError(f"{s.where}: nonzero padding bits after the last code")
-        results[ids[k]] = out[out_pos : out_pos + s.n]
-        out_pos += s.n

@@ -1,16 +1,6 @@
-"""Constants of the ``.dcz`` container and validation of its JSON header.
+"""Validation of the ``.dcz`` container's JSON header (constants: :mod:`.layout`).
 
-Byte layout (``docs/FORMAT.md`` is the normative description)::
-
-    offset  size  field
-    0       4     magic b"\\x89DCZ"
-    4       2     format version, u16 little-endian (this reader: 1 and 2)
-    6       2     flags, u16 LE: bit 0 = header is zlib-compressed; other bits 0
-    8       4     header length H (as stored), u32 LE, H <= MAX_HEADER_BYTES
-    12      H     header: UTF-8 JSON object (zlib stream of it if flag bit 0)
-    12+H    D     data section: the tensors' segments, back to back
-    end-4   4     CRC-32 (zlib/PNG polynomial) of every preceding byte, u32 LE
-
+The byte layout is in :mod:`.layout` and, normatively, ``docs/FORMAT.md``.
 Every field of the header is checked here, before any tensor data is touched or any
 array is allocated: types, bounds, element counts against stream counts, and segments
 that must tile the data section exactly (in order, no overlap, no hole).
@@ -19,80 +9,72 @@ that must tile the data section exactly (in order, no overlap, no hole).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from deep_compression.coding.coders import CODERS
 from deep_compression.coding.context import MAX_CTX_ELEMENTS
 from deep_compression.coding.gaps import MAX_GAP_BITS, MIN_GAP_BITS
+from deep_compression.dcz.layout import (
+    CTX,
+    DEFAULT_CHUNK,
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DTYPES,
+    ENCODINGS,
+    FLAG_ZLIB_HEADER,
+    HEADER_DICTIONARY_V2,
+    ITEMSIZE,
+    MAGIC,
+    MAX_CHUNK,
+    MAX_CODEBOOK,
+    MAX_DIMS,
+    MAX_ELEMENTS,
+    MAX_HEADER_BYTES,
+    MAX_NAME_CHARS,
+    MAX_TENSORS,
+    PREAMBLE_BYTES,
+    SEGMENT_ORDER,
+    STORES,
+    TRAILER_BYTES,
+    VERSION,
+    VERSIONS,
+    Segment,
+    Stream,
+    TensorEntry,
+)
 from deep_compression.errors import FormatError
 
+# The constants are imported from here by the writer, the reader and users: re-exported.
 __all__ = [
     "MAGIC",
     "VERSION",
+    "VERSIONS",
     "FLAG_ZLIB_HEADER",
     "PREAMBLE_BYTES",
     "TRAILER_BYTES",
     "MAX_HEADER_BYTES",
+    "MAX_TENSORS",
+    "MAX_NAME_CHARS",
+    "MAX_DIMS",
     "MAX_ELEMENTS",
     "MAX_CODEBOOK",
     "MAX_CHUNK",
     "DEFAULT_CHUNK",
     "DEFAULT_MAX_OUTPUT_BYTES",
     "DTYPES",
+    "ITEMSIZE",
     "ENCODINGS",
+    "SEGMENT_ORDER",
+    "CTX",
+    "HEADER_DICTIONARY_V2",
+    "STORES",
     "Segment",
     "Stream",
     "TensorEntry",
     "validate_header",
 ]
 
-MAGIC = b"\x89DCZ"
-VERSION = 2  # what the writer writes by default
-VERSIONS = (1, 2)  # what the reader reads
-FLAG_ZLIB_HEADER = 1  # v1: zlib stream; v2: raw DEFLATE with the preset dictionary below
-PREAMBLE_BYTES = 12
-TRAILER_BYTES = 4
-MAX_HEADER_BYTES = 1 << 24  # 16 MiB, stored or decompressed: never a memory hazard
-MAX_TENSORS = 1 << 16
-MAX_NAME_CHARS = 1024
-MAX_DIMS = 8
-MAX_ELEMENTS = 1 << 31  # per tensor
-MAX_CODEBOOK = 1 << 16
-MAX_CHUNK = 1 << 24
-DEFAULT_CHUNK = 1 << 14
-# Decoded arrays of one file, in bytes. A sparse tensor legitimately expands a lot (it is
-# the point), so a tiny file could still ask for gigabytes; this bound is the backstop.
-# VGG-16 needs 553 MB.
-DEFAULT_MAX_OUTPUT_BYTES = 1 << 32
-
-# Dense tensors may have any of these dtypes (raw little-endian); sparse and quantized
-# tensors are float32.
-DTYPES: dict[str, str] = {
-    "float32": "<f4",
-    "float64": "<f8",
-    "float16": "<f2",
-    "int64": "<i8",
-    "int32": "<i4",
-    "int16": "<i2",
-    "int8": "i1",
-    "uint8": "u1",
-    "bool": "?",
-}
-ITEMSIZE = {
-    "float32": 4,
-    "float64": 8,
-    "float16": 2,
-    "int64": 8,
-    "int32": 4,
-    "int16": 2,
-    "int8": 1,
-    "uint8": 1,
-    "bool": 1,
-}
-ENCODINGS = ("dense", "sparse", "quantized")
-# Segment order inside a tensor (and therefore in the data section).
-SEGMENT_ORDER = ("data", "codebook", "gaps", "indices", "values")
+# Keys of a tensor object by encoding, of a stream object, and optional in every tensor.
 _KEYS = {
     "dense": {"name", "shape", "dtype", "enc", "data"},
     "sparse": {"name", "shape", "dtype", "enc", "kept", "gap_bits", "gaps", "values"},
@@ -110,81 +92,7 @@ _KEYS = {
     },
 }
 _STREAM_KEYS = {"coder", "n", "at"}
-# Version 2: the coder of a stream may also be "ctx" (context-adaptive, coding/context.py);
-# a gaps stream coded with ctx codes the positions themselves, and its tensor then has no
-# "gap_bits".
-CTX = "ctx"
-# Version 2 headers are raw DEFLATE (RFC 1951) with this preset dictionary: the keys and
-# strings every header repeats, so a LeNet header shrinks from ~550 to ~200 bytes. It is
-# part of the format (FORMAT.md section 10.2 spells it out); changing it is a new version.
-HEADER_DICTIONARY_V2 = (
-    b'{"chunk":16384,"meta":{"dataset":"mnist","model":{"kwargs":{},"name":"lenet-300-100"},'
-    b'"preprocessing":{"formula":"x = (pixel * scale - mean) / std","input_shape":[1,28,28],'
-    b'"mean":0.1307,"scale":0.00392156862745098,"std":0.3081},"recipe_digest":"","seed":0,'
-    b'"stage":"P+Q+H","test_accuracy":0.99,"test_error":0.0,"tool_version":"0.1.0"},'
-    b'"tensors":[{"data":,"dtype":"float32","enc":"dense","name":"conv1.bias","shape":[],'
-    b'"store":"float16"},{"enc":"sparse","values":"gaps":{"at":,"coder":"ans","n":},'
-    b'{"codebook":,"dtype":"float32","enc":"quantized","gap_bits":,"gaps":{"at":,'
-    b'"coder":"huffman","n":},"indices":{"at":,"coder":"ctx","n":},"k":16,"kept":,'
-    b'"name":"fc1.weight","shape":[],"store":"float16"}]}'
-)
-# Optional in every tensor object: "store": "float16" says its float32 payload (dense data,
-# sparse values or codebook) is stored as IEEE binary16, every value exactly representable.
 _OPTIONAL_KEYS = {"store"}
-STORES = ("float16",)
-
-
-@dataclass(frozen=True)
-class Segment:
-    """A byte range ``[offset, offset + length)`` of the data section."""
-
-    offset: int
-    length: int
-
-    @property
-    def end(self) -> int:
-        return self.offset + self.length
-
-
-@dataclass(frozen=True)
-class Stream:
-    """A coded symbol stream: coder, symbol count ``n``, alphabet size and its segment."""
-
-    coder: str
-    n: int
-    alphabet: int
-    segment: Segment
-
-
-@dataclass(frozen=True)
-class TensorEntry:
-    """One validated tensor of the header.
-
-    ``kept`` is ``numel`` for dense tensors. ``streams`` holds ``"gaps"`` (sparse and
-    quantized) and ``"indices"`` (quantized); ``segments`` every byte range by role
-    (``data``, ``codebook``, ``gaps``, ``indices``, ``values``).
-    """
-
-    name: str
-    shape: tuple[int, ...]
-    dtype: str
-    encoding: str
-    numel: int
-    kept: int
-    gap_bits: int | None  # None: positions coded with ctx (version 2)
-    k: int | None
-    streams: dict[str, Stream]
-    segments: dict[str, Segment]
-    half: bool = False
-
-    @property
-    def float_bytes(self) -> int:
-        """Bytes per stored float of the payload (dense data, values, codebook)."""
-        return 2 if self.half else 4
-
-    @property
-    def output_bytes(self) -> int:
-        return self.numel * ITEMSIZE[self.dtype]
 
 
 def _int(value: Any, where: str, lo: int, hi: int) -> int:
@@ -256,13 +164,49 @@ def _tensor(value: Any, where: str, data_len: int, version: int) -> TensorEntry:
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME_CHARS:
         raise FormatError(f"{where}: name must be a string of 1..{MAX_NAME_CHARS} characters")
     where = f"tensor {name!r:.80}"
-    shape_v = obj["shape"]
-    if not isinstance(shape_v, list) or len(shape_v) > MAX_DIMS:
-        raise FormatError(f"{where}: shape must be a list of at most {MAX_DIMS} integers")
-    shape = tuple(_int(d, f"{where} shape", 0, MAX_ELEMENTS) for d in shape_v)
+    shape = _shape(obj["shape"], where)
     numel = math.prod(shape)
     if numel > MAX_ELEMENTS:
         raise FormatError(f"{where}: {numel} elements exceed the limit of {MAX_ELEMENTS}")
+    dtype, half = _dtype(obj, where)
+    if enc == "dense":
+        seg = _dense_data(obj, where, data_len, version, numel, dtype, half)
+        return TensorEntry(
+            name, shape, dtype, enc, numel, numel, None, None, {}, {"data": seg}, half
+        )
+
+    if dtype != "float32":
+        raise FormatError(f"{where}: {enc} tensors must be float32, not {dtype}")
+    kept = _int(obj["kept"], f"{where} kept", 0, numel)
+    gap_bits, gaps = _gaps(obj, where, data_len, version, numel, kept, ctx_gaps)
+    streams = {"gaps": gaps}
+    segments = {"gaps": gaps.segment}
+    k = None
+    fb = 2 if half else 4  # bytes per stored float of the payload
+    if enc == "sparse":
+        segments["values"] = _segment(obj["values"], f"{where} values", data_len, version)
+        if segments["values"].length != fb * kept:
+            raise FormatError(
+                f"{where}: {kept} values of {fb} bytes need {fb * kept} bytes, segment has "
+                f"{segments['values'].length}"
+            )
+    else:
+        k, segments["codebook"], indices = _codebook_indices(
+            obj, where, data_len, version, numel, kept, fb
+        )
+        streams["indices"] = indices
+        segments["indices"] = indices.segment
+    return TensorEntry(name, shape, dtype, enc, numel, kept, gap_bits, k, streams, segments, half)
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or len(value) > MAX_DIMS:
+        raise FormatError(f"{where}: shape must be a list of at most {MAX_DIMS} integers")
+    return tuple(_int(d, f"{where} shape", 0, MAX_ELEMENTS) for d in value)
+
+
+def _dtype(obj: dict[str, Any], where: str) -> tuple[str, bool]:
+    """The tensor's dtype, and whether its float payload is stored as float16."""
     dtype = obj["dtype"]
     if dtype not in DTYPES:
         raise FormatError(f"{where}: unsupported dtype {dtype!r:.40}")
@@ -272,22 +216,34 @@ def _tensor(value: Any, where: str, data_len: int, version: int) -> TensorEntry:
             f'{where}: store {obj["store"]!r:.40} is not allowed (only "float16", and only '
             "for float32 tensors)"
         )
-    fb = 2 if half else 4  # bytes per stored float of the payload
-    if enc == "dense":
-        seg = _segment(obj["data"], f"{where} data", data_len, version)
-        itemsize = fb if half else ITEMSIZE[dtype]
-        if seg.length != numel * itemsize:
-            raise FormatError(
-                f"{where}: {numel} x {'float16' if half else dtype} needs {numel * itemsize} "
-                f"bytes, segment has {seg.length}"
-            )
-        return TensorEntry(
-            name, shape, dtype, enc, numel, numel, None, None, {}, {"data": seg}, half
-        )
+    return dtype, half
 
-    if dtype != "float32":
-        raise FormatError(f"{where}: {enc} tensors must be float32, not {dtype}")
-    kept = _int(obj["kept"], f"{where} kept", 0, numel)
+
+def _dense_data(
+    obj: dict[str, Any], where: str, data_len: int, version: int, numel: int, dtype: str, half: bool
+) -> Segment:
+    """A dense tensor's one segment, of exactly ``numel`` stored items."""
+    seg = _segment(obj["data"], f"{where} data", data_len, version)
+    itemsize = 2 if half else ITEMSIZE[dtype]
+    if seg.length != numel * itemsize:
+        raise FormatError(
+            f"{where}: {numel} x {'float16' if half else dtype} needs {numel * itemsize} "
+            f"bytes, segment has {seg.length}"
+        )
+    return seg
+
+
+def _gaps(
+    obj: dict[str, Any],
+    where: str,
+    data_len: int,
+    version: int,
+    numel: int,
+    kept: int,
+    ctx_gaps: bool,
+) -> tuple[int | None, Stream]:
+    """The positions stream of a sparse or quantized tensor, and its ``gap_bits`` (None when
+    the positions are coded with ctx), with its symbol count bounded by ``kept``."""
     if ctx_gaps:
         gap_bits = None
         gaps = _stream(obj["gaps"], f"{where} gaps", 2, data_len, kept, version)
@@ -310,37 +266,31 @@ def _tensor(value: Any, where: str, data_len: int, version: int) -> TensorEntry:
         )
     if 0 < kept < numel and gaps.n < kept:
         raise FormatError(f"{where}: gap stream of {gaps.n} symbols for {kept} kept entries")
-    streams = {"gaps": gaps}
-    segments = {"gaps": gaps.segment}
-    k = None
-    if enc == "sparse":
-        segments["values"] = _segment(obj["values"], f"{where} values", data_len, version)
-        if segments["values"].length != fb * kept:
-            raise FormatError(
-                f"{where}: {kept} values of {fb} bytes need {fb * kept} bytes, segment has "
-                f"{segments['values'].length}"
-            )
-    else:
-        k = _int(obj["k"], f"{where} k", 1, MAX_CODEBOOK)
-        segments["codebook"] = _segment(obj["codebook"], f"{where} codebook", data_len, version)
-        if segments["codebook"].length != fb * k:
-            raise FormatError(
-                f"{where}: codebook of {k} values of {fb} bytes needs {fb * k} bytes, segment "
-                f"has {segments['codebook'].length}"
-            )
-        indices = _stream(obj["indices"], f"{where} indices", k, data_len, kept, version)
-        if indices.coder == CTX and (
-            numel > MAX_CTX_ELEMENTS or kept * (k - 1).bit_length() > MAX_CTX_ELEMENTS
-        ):
-            raise FormatError(
-                f"{where}: {numel} elements or {kept} x {(k - 1).bit_length()} index bits "
-                f"exceed the ctx coder's limit of {MAX_CTX_ELEMENTS}"
-            )
-        if indices.n != kept:
-            raise FormatError(f"{where}: {indices.n} cluster indices for {kept} kept entries")
-        streams["indices"] = indices
-        segments["indices"] = indices.segment
-    return TensorEntry(name, shape, dtype, enc, numel, kept, gap_bits, k, streams, segments, half)
+    return gap_bits, gaps
+
+
+def _codebook_indices(
+    obj: dict[str, Any], where: str, data_len: int, version: int, numel: int, kept: int, fb: int
+) -> tuple[int, Segment, Stream]:
+    """A quantized tensor's ``k``, codebook segment (``fb`` bytes a value) and indices stream."""
+    k = _int(obj["k"], f"{where} k", 1, MAX_CODEBOOK)
+    codebook = _segment(obj["codebook"], f"{where} codebook", data_len, version)
+    if codebook.length != fb * k:
+        raise FormatError(
+            f"{where}: codebook of {k} values of {fb} bytes needs {fb * k} bytes, segment "
+            f"has {codebook.length}"
+        )
+    indices = _stream(obj["indices"], f"{where} indices", k, data_len, kept, version)
+    if indices.coder == CTX and (
+        numel > MAX_CTX_ELEMENTS or kept * (k - 1).bit_length() > MAX_CTX_ELEMENTS
+    ):
+        raise FormatError(
+            f"{where}: {numel} elements or {kept} x {(k - 1).bit_length()} index bits "
+            f"exceed the ctx coder's limit of {MAX_CTX_ELEMENTS}"
+        )
+    if indices.n != kept:
+        raise FormatError(f"{where}: {indices.n} cluster indices for {kept} kept entries")
+    return k, codebook, indices
 
 
 def _place(t: TensorEntry, offset: int) -> tuple[TensorEntry, int]:

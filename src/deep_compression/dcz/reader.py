@@ -13,17 +13,14 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from deep_compression.coding.bits import fixed_width
-from deep_compression.coding.coders import CODERS
 from deep_compression.coding.context import decode_indices, decode_positions
 from deep_compression.coding.gaps import best_gap_bits, decode_gaps
-from deep_compression.coding.streams import StreamRef, decode_streams, entropy_bits
+from deep_compression.coding.streams import StreamRef, decode_streams
 from deep_compression.dcz.format import (
     CTX,
     DEFAULT_MAX_OUTPUT_BYTES,
@@ -45,6 +42,7 @@ from deep_compression.dcz.records import (
     Tensor,
     to_dense,
 )
+from deep_compression.dcz.stats import StreamStats, TensorStats, stream_stats, tensor_stats
 from deep_compression.errors import FormatError
 
 __all__ = ["DczFile", "StreamStats", "TensorStats", "open_dcz", "decode", "to_dense"]
@@ -61,52 +59,6 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def _reject_constant(name: str) -> Any:
     raise FormatError(f"header JSON contains {name}, which is not JSON")
-
-
-@dataclass(frozen=True)
-class StreamStats:
-    """Sizes of one coded stream. ``entropy`` is the empirical order-0 entropy of its
-    symbols in bits per symbol; ``fixed_bytes`` what the ``fixed`` coder would take."""
-
-    coder: str
-    n: int
-    alphabet: int
-    bytes: int
-    table_bytes: int
-    entropy: float
-    fixed_bytes: int
-
-    @property
-    def bits_per_symbol(self) -> float:
-        """Payload bits per symbol, tables excluded (nan for an empty stream)."""
-        return 8 * (self.bytes - self.table_bytes) / self.n if self.n else float("nan")
-
-
-@dataclass(frozen=True)
-class TensorStats:
-    """Where the bytes of one tensor go."""
-
-    name: str
-    encoding: str
-    shape: tuple[int, ...]
-    numel: int
-    kept: int
-    gap_bits: int | None
-    k: int | None
-    fillers: int
-    streams: dict[str, StreamStats]
-    codebook_bytes: int
-    values_bytes: int
-    dense_bytes: int
-
-    @property
-    def bytes(self) -> int:
-        return (
-            sum(s.bytes for s in self.streams.values())
-            + self.codebook_bytes
-            + self.values_bytes
-            + self.dense_bytes
-        )
 
 
 class DczFile:
@@ -277,47 +229,15 @@ class DczFile:
         for t in self.tensors:
             streams = {}
             for role, s in t.streams.items():
-                seg = self.segment(t, role)
                 if s.coder == CTX and role == "gaps":
-                    # ctx codes the kept map, one binary decision per element: its order-0
-                    # entropy, per kept entry (the stream's n), is the figure to beat.
-                    bitmap = np.array([t.numel - t.kept, t.kept])
-                    entropy = entropy_bits(bitmap) * t.numel / max(t.kept, 1)
-                    table = 0
+                    syms = None  # the kept map's entropy is measured instead
+                elif s.coder == CTX:
+                    syms = self._ctx_symbols[(t.name, role)]
                 else:
-                    if s.coder == CTX:
-                        syms, table = self._ctx_symbols[(t.name, role)], 0
-                    else:
-                        syms = symbols[(t.name, role)]
-                        table = CODERS[s.coder].table_bytes(seg, s.n, self.chunk, self.version)
-                    entropy = entropy_bits(np.bincount(syms, minlength=s.alphabet))
-                streams[role] = StreamStats(
-                    coder=s.coder,
-                    n=s.n,
-                    alphabet=s.alphabet,
-                    bytes=len(seg),
-                    table_bytes=table,
-                    entropy=entropy,
-                    fixed_bytes=(s.n * fixed_width(s.alphabet) + 7) // 8,
-                )
-            gaps = t.streams.get("gaps")
-            seg = t.segments
-            out.append(
-                TensorStats(
-                    name=t.name,
-                    encoding=t.encoding,
-                    shape=t.shape,
-                    numel=t.numel,
-                    kept=t.kept,
-                    gap_bits=t.gap_bits,
-                    k=t.k,
-                    fillers=gaps.n - t.kept if gaps is not None and gaps.n else 0,  # ctx: n = kept
-                    streams=streams,
-                    codebook_bytes=seg["codebook"].length if "codebook" in seg else 0,
-                    values_bytes=seg["values"].length if "values" in seg else 0,
-                    dense_bytes=seg["data"].length if "data" in seg else 0,
-                )
-            )
+                    syms = symbols[(t.name, role)]
+                seg = self.segment(t, role)
+                streams[role] = stream_stats(t, role, s, seg, syms, self.chunk, self.version)
+            out.append(tensor_stats(t, streams))
         return out
 
 

@@ -1,0 +1,322 @@
+"""The seeded loop itself: :func:`fit` (one epoch at a time, through the helpers below) and
+:func:`evaluate`, on one process or many. See :mod:`deep_compression.train` for the
+semantics of the global batch under several ranks."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import Subset
+
+from deep_compression import distributed as dist
+from deep_compression.data import Split
+from deep_compression.errors import ConfigError
+from deep_compression.progress import log, progress_bar
+from deep_compression.train.batches import (
+    Data,
+    GlobalBatchSampler,
+    _batches,
+    _check_data,
+    _loader,
+)
+from deep_compression.train.config import EpochStats, TrainConfig, TrainResult
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch's global generator (initial weights, dropout)."""
+    torch.manual_seed(seed)
+
+
+def _lr_at(config: TrainConfig, step: int, total: int) -> float:
+    frac = step / max(1, total)
+    if config.schedule == "cosine":
+        return config.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    if config.schedule == "step":
+        return config.lr * (0.1 ** ((frac >= 0.5) + (frac >= 0.75)))
+    return config.lr
+
+
+def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    """Translate each image in ``x`` (N, C, H, W) by up to ``max_shift`` pixels, zero fill
+    in normalised space being the background's value (the minimum of the batch)."""
+    n, _, h, w = x.shape
+    pad = max_shift
+    background = x.amin()
+    padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), value=float(background))
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
+    rows = (dy[:, None] + torch.arange(h)[None, :])[:, None, :, None]  # (N, 1, H, 1)
+    cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # (N, 1, 1, W)
+    idx_n = torch.arange(n)[:, None, None, None]
+    return padded[idx_n, torch.arange(x.shape[1])[None, :, None, None], rows, cols]
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def _evaluate_part(model: nn.Module, data: Data, part: range, batch_size: int) -> tuple[float, int]:
+    """Summed cross-entropy and number of correct predictions over items ``part`` of ``data``."""
+    dev = _model_device(model)
+    total_loss, correct = 0.0, 0
+    if isinstance(data, Split):
+        # Slices of the tensors: the same batches, and so the same bits, as always.
+        batches: Any = (
+            (data.x[i : min(i + batch_size, part.stop)], data.y[i : min(i + batch_size, part.stop)])
+            for i in range(part.start, part.stop, batch_size)
+        )
+    else:
+        _check_data(data, "evaluation data")
+        batches = _loader(Subset(data, part), batch_size=batch_size, shuffle=False)
+    for x, y in batches:
+        x, y = x.to(dev), y.to(dev)
+        logits = model(x)
+        total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
+    return total_loss, correct
+
+
+def evaluate(
+    model: nn.Module, data: Data, batch_size: int = 1000, *, shard: bool = True
+) -> tuple[float, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode).
+
+    Under several ranks each rank evaluates its contiguous share of ``data``
+    (:func:`~deep_compression.distributed.shard`) and the sums are added up, so every rank
+    returns the accuracy over all of ``data``, exactly (counts are integers) and the loss up
+    to float rounding. Every rank must then call it; ``shard=False`` evaluates all of
+    ``data`` on this rank alone (for code that runs on rank 0 only).
+
+    Args:
+        model: maps ``(B, ...)`` inputs to ``(B, classes)`` logits.
+        data: a :class:`~deep_compression.data.Split` or a map-style Dataset of ``(x, y)``.
+        batch_size: images per forward pass.
+        shard: split the work across ranks (a no-op in one process).
+    """
+    n = len(data)
+    part = dist.shard(n) if shard else range(n)
+    was_training = model.training
+    model.eval()
+    try:
+        total_loss, correct = _evaluate_part(model, data, part, batch_size)
+    finally:
+        model.train(was_training)
+    if shard:
+        total_loss, correct = dist.all_reduce_sum(total_loss, correct, phase="evaluation")
+    n = max(1, n)
+    return total_loss / n, correct / n
+
+
+def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=config.lr,
+            momentum=config.momentum,
+            weight_decay=config.weight_decay,
+            nesterov=config.momentum > 0,
+        )
+    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
+@dataclass
+class _Loop:
+    """What every epoch of one :func:`fit` call shares, and the step count it carries on."""
+
+    model: nn.Module
+    net: nn.Module  # ``model``, or its DistributedDataParallel wrapper for forward passes
+    opt: torch.optim.Optimizer
+    sampler: GlobalBatchSampler
+    config: TrainConfig
+    aug_gen: torch.Generator  # augmentation shifts (the shuffling generator in one process)
+    dev: torch.device
+    size: int  # number of ranks
+    desc: str
+    show: bool  # progress bars and epoch lines (rank 0, when asked)
+    lr: float  # the learning rate of the last step
+    step: int = 0  # optimizer steps taken so far: they set the learning rate
+    float_buffers: bool = field(init=False)  # BatchNorm statistics, re-synced after each epoch
+
+    def __post_init__(self) -> None:
+        self.float_buffers = any(b.is_floating_point() for b in self.model.buffers())
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * len(self.sampler)
+
+
+def _generators(config: TrainConfig, size: int) -> tuple[torch.Generator, torch.Generator]:
+    """Seed dropout (torch's global generator) and return the shuffling and augmentation
+    generators, in the order the loop has always drawn them."""
+    # Shuffling: one generator seeded alike on every rank, so all ranks agree on the batches.
+    gen = torch.Generator().manual_seed(config.seed)
+    if size == 1:
+        seed_everything(config.seed)
+        return gen, gen  # one stream for order and shifts, as the loop has always had
+    seed_everything(dist.rank_seed(config.seed))  # dropout: a stream per rank
+    return gen, torch.Generator().manual_seed(dist.rank_seed(config.seed))
+
+
+def _augment(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+    if x.ndim != 4:
+        raise ConfigError(
+            f"train.augment shifts images (B, C, H, W); got a batch of shape {tuple(x.shape)}"
+        )
+    return _shift(x, max_shift, gen)
+
+
+def _batch_loss(
+    logits: torch.Tensor, y: torch.Tensor, size: int, global_batch: int
+) -> tuple[torch.Tensor, float]:
+    """The loss to back-propagate, and this rank's summed loss over its images (for the
+    epoch's statistics)."""
+    if size == 1:
+        loss = nn.functional.cross_entropy(logits, y)
+        return loss, loss.item() * len(y)
+    # DDP averages the ranks' gradients; scaling each rank's summed loss by
+    # N / (global batch) makes that average the gradient of the global mean,
+    # also when the ranks' shares differ by one image.
+    summed = nn.functional.cross_entropy(logits, y, reduction="sum")
+    return summed * (size / global_batch), summed.item()
+
+
+def _train_epoch(loop: _Loop, train: Data, epoch: int) -> tuple[float, int, int]:
+    """One pass over this rank's batches: ``(summed loss, correct, images)`` on this rank."""
+    config, sampler = loop.config, loop.sampler
+    sampler.set_epoch(epoch)
+    seen, loss_sum, correct = 0, 0.0, 0
+    steps = len(sampler)
+    bar = progress_bar(
+        _batches(train, sampler),
+        total=steps,
+        desc=f"{loop.desc} {epoch}/{config.epochs}",
+        enabled=loop.show,
+        unit="batch",
+    )
+    for b, (x, y) in enumerate(bar):
+        x, y = x.to(loop.dev), y.to(loop.dev)
+        if config.augment and len(x):
+            x = _augment(x, config.augment, loop.aug_gen)
+        loop.lr = _lr_at(config, loop.step, loop.total_steps)
+        for g in loop.opt.param_groups:
+            g["lr"] = loop.lr
+        logits = loop.net(x)
+        loss, batch_loss = _batch_loss(logits, y, loop.size, sampler.global_size(b))
+        loop.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        loop.opt.step()
+        loop.step += 1
+        seen += len(y)
+        loss_sum += batch_loss
+        correct += int((logits.argmax(1) == y).sum())
+        if loop.show and (b % 20 == 0 or b == steps - 1):
+            bar.set_postfix(
+                loss=f"{loss_sum / max(1, seen):.4f}", acc=f"{correct / max(1, seen):.4f}"
+            )
+    bar.close()
+    return loss_sum, correct, seen
+
+
+def _run_epoch(loop: _Loop, train: Data, test: Data | None, epoch: int) -> EpochStats:
+    """Train one epoch, gather the ranks' statistics, evaluate on ``test``, log a line."""
+    loop.model.train()
+    t0 = time.perf_counter()
+    sums = _train_epoch(loop, train, epoch)
+    if loop.float_buffers:  # BatchNorm statistics drift apart per rank: take rank 0's
+        dist.broadcast_buffers_(loop.model, floating_only=True, phase=loop.desc)
+    loss_sum, correct, seen = dist.all_reduce_sum(*sums, phase=loop.desc)
+    test_loss, test_acc = evaluate(loop.model, test) if test is not None else (math.nan,) * 2
+    stats = EpochStats(
+        epoch=epoch,
+        lr=loop.lr,
+        train_loss=loss_sum / max(1, seen),
+        train_accuracy=correct / max(1, seen),
+        test_loss=test_loss,
+        test_accuracy=test_acc,
+        seconds=time.perf_counter() - t0,
+    )
+    if loop.show:
+        log(
+            f"{loop.desc} epoch {epoch}/{loop.config.epochs}: loss {stats.train_loss:.4f} "
+            f"train acc {stats.train_accuracy:.4f} test error "
+            f"{100 * (1 - test_acc):.2f}% ({stats.seconds:.1f}s)"
+        )
+    return stats
+
+
+def fit(
+    model: nn.Module,
+    train: Data,
+    test: Data | None,
+    config: TrainConfig,
+    *,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place on ``train`` and evaluate on ``test`` after each epoch.
+
+    Deterministic for a given ``config.seed`` (and thread count and number of ranks):
+    shuffling and augmentation use their own generator, dropout uses torch's global one,
+    seeded here. In one process the results are bit for bit those of earlier versions.
+
+    Under torchrun (``WORLD_SIZE > 1``; the process group is joined here if it is not yet)
+    every rank must call ``fit`` with the same arguments. Batches are global:
+    :class:`GlobalBatchSampler` gives each rank its share of each step's batch, the model
+    trains inside DistributedDataParallel, each rank's summed loss is scaled by
+    ``N / global batch`` so that DDP's gradient average is the gradient of the mean loss
+    over the global batch, and the learning rate applies to that. Without dropout and
+    augmentation, N ranks thus take the steps one process takes, to float rounding;
+    dropout and augmentation draw per-rank streams (derived from ``config.seed`` and the
+    rank), so with them runs differ in their random draws. Before and after training the
+    ranks' models (weights, masks, codebooks, buffers) are checked bit-identical
+    (:func:`~deep_compression.distributed.check_same_across_ranks`); float buffers such as
+    BatchNorm statistics are taken from rank 0 after every epoch. Progress bars and
+    per-epoch lines appear on rank 0 only; the returned statistics are over all ranks.
+
+    Args:
+        model: any module mapping ``(B, ...)`` inputs to ``(B, classes)`` logits; a plain
+            module (not FSDP- or DDP-wrapped), on the device where it should train.
+        train: training data, a :class:`~deep_compression.data.Split` or a map-style
+            Dataset of ``(x, y)`` (batched through a DataLoader); ``test``: evaluated after
+            each epoch, sharded across ranks (may be ``None``).
+        config: hyper-parameters.
+        progress: a bar per epoch with the running loss and accuracy (log lines every
+            few seconds when stderr is not a terminal), and one line per finished epoch.
+        desc: label of the progress bar and of errors (the phase: "train", "round 2/5
+            retrain"...).
+
+    Raises:
+        ConfigError: bad data, an FSDP- or DDP-wrapped model, augmentation of non-image data.
+        DistributedError: the ranks' models differ, or a rank died or timed out.
+    """
+    dist.init_from_env()
+    size, rank = dist.world_size(), dist.rank()
+    if dist.is_initialized():
+        dist.refuse_wrapped(model)
+    _check_data(train, "training data")
+    gen, aug_gen = _generators(config, size)
+    sampler = GlobalBatchSampler(len(train), config.batch_size, gen, rank=rank, world_size=size)
+    dev = _model_device(model)
+    result = TrainResult()
+    show = progress and dist.is_main()
+    with dist.collective_errors(desc):
+        dist.check_same_across_ranks(model, f"before {desc}")
+        net = dist.wrap_ddp(model)
+        opt = _optimizer([p for p in model.parameters() if p.requires_grad], config)
+        loop = _Loop(model, net, opt, sampler, config, aug_gen, dev, size, desc, show, config.lr)
+        for epoch in range(1, config.epochs + 1):
+            result.history.append(_run_epoch(loop, train, test, epoch))
+        del net, loop  # the wrapper only; ``model`` holds the trained parameters
+        dist.check_same_across_ranks(model, f"after {desc}")
+        if test is not None:
+            result.test_accuracy = (
+                result.history[-1].test_accuracy if result.history else evaluate(model, test)[1]
+            )
+    return result
