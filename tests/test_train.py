@@ -63,3 +63,23 @@ def test_bad_config(bad) -> None:
 def test_from_dict_rejects_unknown_keys() -> None:
     with pytest.raises(ConfigError, match="unknown keys"):
         TrainConfig.from_dict({"epochs": 1, "lr_decay": 3})
+
+
+def test_named_augmentation_and_flips() -> None:
+    """'crop-flip' is 4-pixel shifts plus horizontal flips; a flip mirrors whole images,
+    about half of them, drawn from the augmentation generator."""
+    from deep_compression.errors import ConfigError
+    from deep_compression.train import TrainConfig
+    from deep_compression.train.loop import _augment
+
+    config = TrainConfig(augment="crop-flip")
+    assert (config.augment, config.flip) == (4, True)
+    assert TrainConfig(augment="shift").augment == 1 and "flip" not in TrainConfig().to_dict()
+    assert TrainConfig.from_dict({"augment": "crop-flip"}).to_dict()["flip"] is True
+    with pytest.raises(ConfigError, match="train.augment must be an integer in 0..8 or one of"):
+        TrainConfig(augment="mixup")
+    x = torch.arange(2 * 1 * 3 * 4, dtype=torch.float32).reshape(2, 1, 3, 4).repeat(50, 1, 1, 1)
+    out = _augment(x, 0, True, torch.Generator().manual_seed(0))
+    mirrored = (out == x.flip(-1)).flatten(1).all(1)
+    assert torch.all(mirrored | (out == x).flatten(1).all(1))
+    assert 30 < int(mirrored.sum()) < 70

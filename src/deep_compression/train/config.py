@@ -12,6 +12,8 @@ from typing import Any
 from deep_compression.errors import ConfigError
 from deep_compression.recipe_io import from_table
 
+# Named augmentations: (shift pixels, horizontal flips).
+AUGMENT_PRESETS = {"none": (0, False), "shift": (1, False), "crop-flip": (4, True)}
 _OPTIMIZERS = ("sgd", "adam")
 _SCHEDULES = ("cosine", "step", "constant")
 
@@ -30,7 +32,11 @@ class TrainConfig:
         weight_decay: L2 penalty coefficient (coupled, as in Caffe and the paper).
         schedule: ``"cosine"`` (to 0 at the end), ``"step"`` (x0.1 at 50% and 75%) or
             ``"constant"``.
-        augment: random translations of up to ``augment`` pixels (0 disables).
+        augment: random translations of up to ``augment`` pixels, the background filling
+            the border (a random crop with that much padding; 0 disables), or a named
+            preset: ``"none"``, ``"shift"`` (1 pixel: digits) or ``"crop-flip"`` (4 pixels
+            and horizontal flips: natural images, as for CIFAR).
+        flip: flip each image horizontally with probability 1/2.
         seed: seeds the initial weights (when training from scratch), shuffling, dropout
             and augmentation. Every rank shuffles alike; dropout and augmentation draw
             from a stream of their own per rank.
@@ -43,8 +49,9 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     schedule: str = "cosine"
-    augment: int = 0
+    augment: int | str = 0
     seed: int = 0
+    flip: bool = False
 
     def __post_init__(self) -> None:
         def bad(name: str, why: str) -> ConfigError:
@@ -64,13 +71,30 @@ class TrainConfig:
             raise bad("momentum", "must be in [0, 1)")
         if not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < 1:
             raise bad("weight_decay", "must be in [0, 1)")
-        if not isinstance(self.augment, int) or not 0 <= self.augment <= 8:
+        if isinstance(self.augment, str):
+            if self.augment not in AUGMENT_PRESETS:
+                raise bad(
+                    "augment", f"must be an integer in 0..8 or one of {sorted(AUGMENT_PRESETS)}"
+                )
+            shift, flip = AUGMENT_PRESETS[self.augment]
+            object.__setattr__(self, "augment", shift)
+            object.__setattr__(self, "flip", self.flip or flip)
+        if (
+            isinstance(self.augment, bool)
+            or not isinstance(self.augment, int)
+            or not 0 <= self.augment <= 8
+        ):
             raise bad("augment", "must be an integer in 0..8")
+        if not isinstance(self.flip, bool):
+            raise bad("flip", "must be true or false")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise bad("seed", "must be an integer >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if not self.flip:  # only when used: recipes without it keep their digests
+            del d["flip"]
+        return d
 
     def merged(self, overrides: object, where: str) -> TrainConfig:
         """This config with the fields of the table ``overrides`` replaced (a round's

@@ -164,12 +164,18 @@ def _generators(config: TrainConfig, size: int) -> tuple[torch.Generator, torch.
     return gen, torch.Generator().manual_seed(dist.rank_seed(config.seed))
 
 
-def _augment(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tensor:
+def _augment(x: torch.Tensor, max_shift: int, flip: bool, gen: torch.Generator) -> torch.Tensor:
+    """Shift (a random crop with padding), then flip half of the images left-right."""
     if x.ndim != 4:
         raise ConfigError(
             f"train.augment shifts images (B, C, H, W); got a batch of shape {tuple(x.shape)}"
         )
-    return _shift(x, max_shift, gen)
+    if max_shift:
+        x = _shift(x, max_shift, gen)
+    if flip:
+        mirrored = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(mirrored[:, None, None, None], x.flip(-1), x)
+    return x
 
 
 def _batch_loss(
@@ -202,8 +208,8 @@ def _train_epoch(loop: _Loop, train: Data, epoch: int) -> tuple[float, int, int]
     )
     for b, (x, y) in enumerate(bar):
         x, y = x.to(loop.dev), y.to(loop.dev)
-        if config.augment and len(x):
-            x = _augment(x, config.augment, loop.aug_gen)
+        if (config.augment or config.flip) and len(x):
+            x = _augment(x, config.augment, config.flip, loop.aug_gen)
         loop.lr = _lr_at(config, loop.step, loop.total_steps)
         for g in loop.opt.param_groups:
             g["lr"] = loop.lr
