@@ -1,0 +1,201 @@
+"""Settings and reports of compression without retraining (see :mod:`.no_retrain`).
+
+:class:`NoRetrainConfig` with its validation, the importance modes, where the ``lam``
+search starts, and the per-layer :class:`LayerRD` / :class:`RDReport`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from deep_compression.errors import ConfigError
+from deep_compression.quantize.rdq import MAX_CODEWORDS
+
+__all__ = [
+    "AUTO_CALIBRATED",
+    "IMPORTANCES",
+    "LayerRD",
+    "NoRetrainConfig",
+    "RDReport",
+    "SEARCH_START",
+    "resolve_importance",
+]
+
+IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher")
+
+# What importance = "auto" means with calibration inputs: measured (benchmarks/no_retrain.py)
+# within 0.1 points of the dense test error, gptq-fisher was the smaller file on LeNet-5
+# (72.0 KB vs 89-108 KB for gptq, whose compensation ran away on fc1) and within 5% of
+# gptq on LeNet-300-100.
+AUTO_CALIBRATED = "gptq-fisher"
+
+# Where the search starts, per importance (the scale of lam differs: relative error per
+# bit for weights/inputs/gptq, loss per bit for the Fisher ones). Measured on the dense
+# LeNets: files within 0.1 points of the dense error sit at lam ~ 1e-7 (weights, gptq),
+# 3e-7 (inputs), 3e-9 (gptq-fisher), 1e-9 (fisher).
+SEARCH_START = MappingProxyType(
+    {"weights": 1e-7, "inputs": 3e-7, "fisher": 1e-9, "gptq": 1e-7, "gptq-fisher": 3e-9}
+)
+
+
+def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not allow_zero):
+        need = ">= 0" if allow_zero else "> 0"
+        raise ConfigError(f"{where} must be a finite number {need}, got {value!r}")
+    return float(value)
+
+
+def _int(value: object, where: str, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{where} must be an integer in {low}..{high}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class NoRetrainConfig:
+    """Settings of :func:`rd_quantize_`.
+
+    Attributes:
+        lam: Lagrange multiplier: relative squared error (fraction of a layer's energy,
+            see the module docstring) traded per bit. Larger means smaller files.
+        importance: how the distortion of a weight is weighted (module docstring):
+            ``"weights"`` (data-free, each layer's error relative to its energy),
+            ``"inputs"`` (input-feature variances, relative to the output energy),
+            ``"fisher"`` (input variances times the Fisher information of each output,
+            in loss units), ``"gptq"`` (the full input covariance, relative to the output
+            energy, with GPTQ/OBS error compensation: :func:`rdq.rd_gptq`), or
+            ``"auto"``: ``"gptq-fisher"`` with calibration inputs, else ``"weights"``.
+            ``"inputs"``, ``"fisher"`` and ``"gptq"`` need calibration inputs.
+        layer_weights: per-layer multiplier of the distortion, ``{"*": 1.0, "fc3": 4.0}``
+            (a larger weight quantizes that layer more finely).
+        bias_correction: with calibration inputs, correct each bias for the mean shift
+            of its layer's output (ignored without calibration).
+        float16: round codebooks and biases to float16 values, which the file then stores
+            in 2 bytes (relative change <= 2^-11).
+        max_codewords: at most this many codewords per layer in the initial grid.
+        max_iter: at most this many Lloyd iterations per layer.
+        max_groups: importance groups per layer (see ``rdq._groups``).
+    """
+
+    lam: float = 1e-7
+    importance: str = "auto"
+    layer_weights: Mapping[str, float] = field(default_factory=lambda: {"*": 1.0})
+    bias_correction: bool = True
+    float16: bool = True
+    max_codewords: int = 256
+    max_iter: int = 100
+    max_groups: int = 64
+
+    def __post_init__(self) -> None:
+        _positive(self.lam, "no_retrain.lam", allow_zero=False)
+        if not isinstance(self.layer_weights, Mapping) or "*" not in self.layer_weights:
+            raise ConfigError(
+                "no_retrain.layer_weights must be a table with a '*' default, "
+                f"got {self.layer_weights!r}"
+            )
+        for key, value in self.layer_weights.items():
+            if not isinstance(key, str) or not key:
+                raise ConfigError(
+                    f"no_retrain.layer_weights: keys must be layer names, got {key!r}"
+                )
+            _positive(value, f"no_retrain.layer_weights[{key!r}]")
+        object.__setattr__(self, "layer_weights", MappingProxyType(dict(self.layer_weights)))
+        for name in ("bias_correction", "float16"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(
+                    f"no_retrain.{name} must be true or false, got {getattr(self, name)!r}"
+                )
+        if self.importance not in IMPORTANCES:
+            raise ConfigError(
+                f"no_retrain.importance must be one of {', '.join(IMPORTANCES)}, "
+                f"got {self.importance!r}"
+            )
+        _int(self.max_codewords, "no_retrain.max_codewords", 2, MAX_CODEWORDS)
+        _int(self.max_iter, "no_retrain.max_iter", 1, 100_000)
+        _int(self.max_groups, "no_retrain.max_groups", 1, 4096)
+
+    def __hash__(self) -> int:
+        items = tuple(sorted(self.layer_weights.items()))
+        return hash(
+            (
+                self.lam,
+                self.importance,
+                items,
+                self.bias_correction,
+                self.float16,
+                self.max_codewords,
+                self.max_iter,
+                self.max_groups,
+            )
+        )
+
+    def with_lam(self, lam: float) -> NoRetrainConfig:
+        """The same settings with another ``lam``."""
+        return NoRetrainConfig(
+            lam,
+            self.importance,
+            dict(self.layer_weights),
+            self.bias_correction,
+            self.float16,
+            self.max_codewords,
+            self.max_iter,
+            self.max_groups,
+        )
+
+
+@dataclass(frozen=True)
+class LayerRD:
+    """One layer after :func:`rd_quantize_`.
+
+    Attributes:
+        name: layer name.
+        weights: entries of the weight.
+        kept: non-zero entries.
+        codebook_size: non-zero codewords.
+        model_bits: the rate model of :func:`rdq.model_bits` (positions + indices +
+            codebook), an estimate of what the file spends on this weight.
+        relative_error: ``||W_q - W|| / ||W||``.
+        iterations: Lloyd iterations.
+    """
+
+    name: str
+    weights: int
+    kept: int
+    codebook_size: int
+    model_bits: float
+    relative_error: float
+    iterations: int
+
+
+@dataclass(frozen=True)
+class RDReport:
+    """Per-layer :class:`LayerRD`, in module order, and the time taken."""
+
+    layers: tuple[LayerRD, ...]
+    seconds: float
+
+    @property
+    def kept_fraction(self) -> float:
+        total = sum(q.weights for q in self.layers)
+        return sum(q.kept for q in self.layers) / total if total else 1.0
+
+    @property
+    def model_bytes(self) -> float:
+        return sum(q.model_bits for q in self.layers) / 8
+
+
+def resolve_importance(importance: str, calibrated: bool) -> str:
+    """The importance ``"auto"`` stands for, checked against the data available.
+
+    Raises:
+        ConfigError: a data-driven importance without calibration inputs.
+    """
+    mode = importance
+    if mode == "auto":
+        mode = AUTO_CALIBRATED if calibrated else "weights"
+    if mode != "weights" and not calibrated:
+        raise ConfigError(f"no_retrain.importance = {mode!r} needs calibration inputs")
+    return mode

@@ -1,0 +1,202 @@
+"""Rate-distortion quantization of a model's layers in place (see :mod:`.no_retrain`).
+
+:func:`rd_quantize_`: per layer, the importance of each weight, the entropy-constrained
+quantizer (or its GPTQ variant), the ``QuantizedWeight`` parametrization, then the bias
+correction.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from deep_compression.layer_config import check_patterns, resolve
+from deep_compression.no_retrain.calibration import _gather, _Stats
+from deep_compression.no_retrain.config import (
+    LayerRD,
+    NoRetrainConfig,
+    RDReport,
+    resolve_importance,
+)
+from deep_compression.prune import prunable_layers
+from deep_compression.prune.mask import unparametrize_
+from deep_compression.quantize.core import round_float16_
+from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
+from deep_compression.quantize.rdq import RDQuantization, rd_gptq, rd_quantize
+
+__all__ = ["rd_quantize_"]
+
+
+def _importance(
+    weight: np.ndarray, stats: _Stats | None, mode: str, layer_weight: float
+) -> float | np.ndarray:
+    """Per-weight importance: a scalar or ``(numel,)`` (module docstring)."""
+    w2 = weight.reshape(weight.shape[0], -1) ** 2  # (out, columns)
+    if mode == "weights":
+        energy = float(w2.sum())
+        return layer_weight / energy if energy > 0 else layer_weight
+    assert stats is not None
+    if stats.in_var.size != w2.shape[1]:
+        raise AssertionError("calibration columns do not match the weight")
+    if mode == "inputs":
+        energy = float((w2 @ stats.in_var).sum())
+        if energy <= 0:  # no input variance at all: every weight is free
+            return np.zeros(weight.size)
+        h = np.outer(np.ones(w2.shape[0]), stats.in_var * (layer_weight / energy))
+    else:  # fisher: diagonal of the Kronecker-factored Fisher, in loss units
+        h = np.outer(stats.out_fisher, stats.in_var) * (layer_weight / 2)
+    return h.reshape(-1)
+
+
+def _install(
+    layer: nn.Module,
+    codebook: np.ndarray,
+    indices: np.ndarray,
+    mask: np.ndarray,
+    shape: tuple[int, ...],
+) -> None:
+    """Register ``QuantizedWeight(codebook, indices, mask)`` on ``layer.weight``."""
+    weight = layer.weight.detach()
+    if codebook.size == 0:  # every weight went to zero: one unused centroid
+        codebook = np.zeros(1)
+    cb = torch.from_numpy(codebook.astype(np.float32))
+    idx = torch.from_numpy(indices.reshape(shape)).to(index_dtype(cb.numel()))
+    m = torch.from_numpy(mask.reshape(shape))
+    if parametrize.is_parametrized(layer, "weight"):
+        unparametrize_(layer, weight)
+    q = QuantizedWeight(cb.to(weight.device), idx.to(weight.device), m.to(weight.device))
+    parametrize.register_parametrization(layer, "weight", q, unsafe=True)
+    layer.parametrizations["weight"].original.requires_grad_(False)
+
+
+def rd_quantize_(
+    model: nn.Module,
+    config: NoRetrainConfig | None = None,
+    calibration: torch.Tensor | None = None,
+) -> RDReport:
+    """Rate-distortion quantize every ``Linear``/``ConvNd`` weight of ``model``, in place.
+
+    Args:
+        model: a trained (dense, pruned or quantized) model.
+        config: :class:`NoRetrainConfig` (default settings if None).
+        calibration: optional ``(N, ...)`` model inputs (a few hundred training samples,
+            not the validation split) for the per-feature importance and the bias
+            correction; None is the data-free mode.
+
+    Returns:
+        The per-layer :class:`RDReport`.
+
+    Raises:
+        ConfigError: a ``layer_weights`` key matches no layer, or calibration with a
+            layer type it does not support.
+    """
+    t0 = time.perf_counter()
+    config = config or NoRetrainConfig()
+    layers = prunable_layers(model)
+    check_patterns(config.layer_weights, layers, "no_retrain.layer_weights")
+    use_data = calibration is not None
+    mode = resolve_importance(config.importance, use_data)
+    dense_stats = (
+        _gather(
+            model,
+            calibration,
+            list(layers),
+            True,
+            fisher=mode in ("fisher", "gptq-fisher"),
+            covariance=mode in ("gptq", "gptq-fisher"),
+        )
+        if use_data
+        else {}
+    )
+    rows = []
+    for name, layer in layers.items():
+        with torch.no_grad():
+            weight = layer.weight.detach().cpu().double().numpy()
+        lw = float(resolve(config.layer_weights, name, "no_retrain.layer_weights"))
+        r = _quantize_weight(weight, dense_stats.get(name), mode, lw, config)
+        _install(layer, r.codebook, r.indices, r.mask, weight.shape)
+        rows.append(_layer_row(name, weight, r))
+    if use_data and config.bias_correction:
+        _correct_biases(model, calibration, layers, dense_stats)
+    if config.float16:
+        round_float16_(model)
+    return RDReport(tuple(rows), time.perf_counter() - t0)
+
+
+def _quantize_weight(
+    weight: np.ndarray,
+    stats: _Stats | None,
+    mode: str,
+    lw: float,
+    config: NoRetrainConfig,
+) -> RDQuantization:
+    """One layer's weight through the quantizer of ``mode`` (layer weight ``lw``)."""
+    if mode == "gptq":
+        assert stats is not None
+        cov = stats.in_cov
+        assert cov is not None
+        w2d = weight.reshape(weight.shape[0], -1)
+        energy = float(((w2d @ cov) * w2d).sum())
+        hess = cov * (lw / energy) if energy > 0 else cov
+        return rd_gptq(w2d, hess, config.lam, max_codewords=config.max_codewords)
+    if mode == "gptq-fisher":
+        assert stats is not None and stats.in_cov is not None
+        w2d = weight.reshape(weight.shape[0], -1)
+        # Loss units: 1/2 dW F dW with F ~ (output Fisher) x (input covariance).
+        return rd_gptq(
+            w2d,
+            stats.in_cov * (lw / 2),
+            config.lam,
+            row_weights=stats.out_fisher,
+            max_codewords=config.max_codewords,
+        )
+    h = _importance(weight, stats, mode, lw)
+    return rd_quantize(
+        weight.reshape(-1),
+        config.lam,
+        importance=h,
+        max_codewords=config.max_codewords,
+        max_iter=config.max_iter,
+        max_groups=config.max_groups,
+    )
+
+
+def _layer_row(name: str, weight: np.ndarray, r: RDQuantization) -> LayerRD:
+    """The :class:`LayerRD` of ``weight`` quantized to ``r``."""
+    q = r.values()
+    norm = float(np.linalg.norm(weight))
+    rel = float(np.linalg.norm(q - weight.reshape(-1))) / norm if norm > 0 else 0.0
+    return LayerRD(
+        name,
+        weight.size,
+        int(r.mask.sum()),
+        int(r.codebook.size),
+        r.rate_bits,
+        rel,
+        r.iterations,
+    )
+
+
+@torch.no_grad()
+def _correct_biases(
+    model: nn.Module,
+    calibration: torch.Tensor,
+    layers: Mapping[str, nn.Module],
+    dense: Mapping[str, _Stats],
+) -> None:
+    """Layer by layer in order: bias += dense mean output - quantized mean output.
+
+    In order, because each correction changes the inputs of the layers after it: one
+    forward pass per layer with a bias (the LeNets: 3-4 passes over a few hundred inputs).
+    """
+    for name, layer in layers.items():
+        if getattr(layer, "bias", None) is None:
+            continue
+        now = _gather(model, calibration, [name], False)[name]
+        shift = (dense[name].out_mean - now.out_mean).to(layer.bias.dtype)
+        layer.bias.add_(shift.to(layer.bias.device))
