@@ -36,6 +36,7 @@ __all__ = [
     "save_state",
     "load_checkpoint",
     "load_safetensors",
+    "read_meta",
     "read_state",
     "TORCH_SUFFIXES",
     "METADATA_KEY",
@@ -76,6 +77,48 @@ def save_checkpoint(
     return save_state(path, model.state_dict(), meta)
 
 
+def _raw_meta(path: Path) -> str | None:
+    """The JSON text under :data:`METADATA_KEY` of a safetensors file (None: absent),
+    read from its bounded header alone."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(METADATA_KEY)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FormatError(f"{path}: not a valid safetensors checkpoint ({e})") from None
+    if raw is not None and len(raw) > _MAX_METADATA_BYTES:
+        raise FormatError(f"{path}: metadata larger than {_MAX_METADATA_BYTES} bytes")
+    return raw
+
+
+def _parse_meta(raw: str, path: Path) -> CheckpointMeta:
+    try:
+        meta = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise FormatError(f"{path}: metadata is not JSON ({e})") from None
+    return CheckpointMeta.from_dict(meta, str(path))
+
+
+def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta | None:
+    """A checkpoint's metadata without reading its tensors: this project's safetensors
+    give theirs, plain state dicts (safetensors without it, PyTorch files) None.
+
+    Raises:
+        FormatError: missing file, unknown type, or a malformed header.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FormatError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        raw = _raw_meta(path)
+        return None if raw is None else _parse_meta(raw, path)
+    if path.suffix in TORCH_SUFFIXES:
+        return None
+    raise FormatError(
+        f"{path}: unknown checkpoint type {path.suffix!r} (expected .safetensors or "
+        f"one of {', '.join(TORCH_SUFFIXES)})"
+    )
+
+
 def load_checkpoint(
     path: str | os.PathLike[str],
 ) -> tuple[dict[str, torch.Tensor], CheckpointMeta]:
@@ -90,23 +133,13 @@ def load_checkpoint(
     path = Path(path)
     if not path.is_file():
         raise FormatError(f"{path}: no such checkpoint file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = (f.metadata() or {}).get(METADATA_KEY)
-        if raw is not None and len(raw) > _MAX_METADATA_BYTES:
-            raise FormatError(f"{path}: metadata larger than {_MAX_METADATA_BYTES} bytes")
-        state = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as e:
-        raise FormatError(f"{path}: not a valid safetensors checkpoint ({e})") from None
+    raw = _raw_meta(path)
     if raw is None:
         raise FormatError(
             f"{path}: no {METADATA_KEY!r} metadata; not a deep-compression checkpoint"
         )
-    try:
-        meta = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise FormatError(f"{path}: metadata is not JSON ({e})") from None
-    return state, CheckpointMeta.from_dict(meta, str(path))
+    meta = _parse_meta(raw, path)
+    return load_safetensors(path), meta
 
 
 def load_safetensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -145,17 +178,10 @@ def read_state(
         FormatError: unreadable, not a checkpoint, or holding no tensors.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FormatError(f"{path}: no such checkpoint file")
-    meta = None
+    meta = read_meta(path)  # checks the file and its type too
     if path.suffix == ".safetensors":
-        try:
-            state, meta = load_checkpoint(path)
-        except FormatError as e:
-            if "no 'deep_compression' metadata" not in str(e):
-                raise
-            state = load_safetensors(path)
-    elif path.suffix in TORCH_SUFFIXES:
+        state = load_safetensors(path)
+    else:
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # noqa: BLE001 - torch raises many kinds on bad input
@@ -164,11 +190,6 @@ def read_state(
                 f"{path}: not a PyTorch checkpoint that loads safely ({first})"
             ) from None
         state = _unwrap(obj, path)
-    else:
-        raise FormatError(
-            f"{path}: unknown checkpoint type {path.suffix!r} (expected .safetensors or "
-            f"one of {', '.join(TORCH_SUFFIXES)})"
-        )
     keys = list(state)
     if keys and all(k.startswith("module.") for k in keys):
         state = {k.removeprefix("module."): v for k, v in state.items()}

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from deep_compression import __version__
 from deep_compression import distributed as dist
-from deep_compression.checkpoint import read_state, save_checkpoint
+from deep_compression.checkpoint import read_meta, save_checkpoint
 from deep_compression.data import load_data
 from deep_compression.dcz import open_dcz
 from deep_compression.dcz.stages import stage_blobs
@@ -281,7 +281,7 @@ def _source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMet
         if recipe.train is None:
             raise ConfigError("no dense checkpoint given and the recipe has no [train] table")
         return "train from scratch", None
-    _, meta = read_state(checkpoint)
+    meta = read_meta(checkpoint)  # the header only: the tensors are read once, later
     if meta is not None and meta.model.name != recipe.model:
         raise ConfigError(f"{checkpoint} holds {meta.model.name}, the recipe is for {recipe.model}")
     label = recipe.dataset.label

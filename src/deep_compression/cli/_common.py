@@ -25,6 +25,7 @@ __all__ = [
     "dataset_of",
     "add_input_args",
     "load_input",
+    "load_input_data",
     "setup_threads",
 ]
 
@@ -227,20 +228,24 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def load_input(args: argparse.Namespace, *, data: bool = True):  # type: ignore[no-untyped-def]
-    """``(model, metadata, data)`` of the checkpoint ``args.checkpoint``, with the
-    dataset it was trained on (``data=False``: None), normalised as it was trained."""
-    from dataclasses import replace
-
-    from deep_compression.data import load_data
+def load_input(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """``(model, metadata)`` of the checkpoint ``args.checkpoint`` (``--model`` and
+    ``--allow-code`` applied)."""
     from deep_compression.loading import load_model
 
     allow = args.allow_code or args.model is not None
-    model, meta = load_model(
+    return load_model(
         args.checkpoint, model=model_spec_of(args), model_args=model_args_of(args), allow_code=allow
     )
-    if not data:
-        return model, meta, None
+
+
+def load_input_data(args: argparse.Namespace, meta):  # type: ignore[no-untyped-def]
+    """``(metadata, data)``: the dataset a checkpoint with ``meta`` was trained on (or
+    ``--dataset``), normalised as it was trained, and ``meta`` naming it."""
+    from dataclasses import replace
+
+    from deep_compression.data import load_data
+
     config = dataset_of(args.dataset, meta.dataset, meta.details)
     loaded = load_data(
         config, args.data_dir, allow_code=args.allow_code, preprocessing=meta.preprocessing
@@ -250,4 +255,4 @@ def load_input(args: argparse.Namespace, *, data: bool = True):  # type: ignore[
         dataset=config.label,
         preprocessing=meta.preprocessing or loaded.info.preprocessing,
     ).with_details(dataset_source=config.to_dict())
-    return model, meta, loaded
+    return meta, loaded

@@ -14,6 +14,7 @@ from deep_compression.cli._common import (
     check_out,
     existing_file,
     load_input,
+    load_input_data,
     positive_int,
     setup_threads,
 )
@@ -115,7 +116,10 @@ def run_encode(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     check_out(args, ".dcz")
     config = EncodeConfig(coder=args.coder, gap_bits=dict(args.gap_bits or {}), chunk=args.chunk)
-    model, meta, data = load_input(args, data=not args.skip_eval)
+    model, meta = load_input(args)
+    data = None
+    if not args.skip_eval:
+        meta, data = load_input_data(args, meta)
     # The file carries what a deployer needs (model, dataset, preprocessing, error), not
     # the checkpoint's phase history: its header counts in the rate.
     meta = replace(meta, details={"test_error_from": "checkpoint"} if args.skip_eval else {})

@@ -15,6 +15,7 @@ from deep_compression.cli._common import (
     check_out,
     existing_file,
     load_input,
+    load_input_data,
     nonnegative_float,
     nonnegative_int,
     positive_int,
@@ -174,10 +175,10 @@ def run_prune(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     check_out(args, ".safetensors")
     schedule = load_schedule(args.recipe)
-    model, meta, _ = load_input(args, data=False)
+    model, meta = load_input(args)
     for i, r in enumerate(schedule.rounds, start=1):  # layer names, before any work
         check_patterns(r.criteria, prunable_layers(model), f"prune.rounds[{i}].criteria")
-    _, meta, data = load_input(args)
+    meta, data = load_input_data(args, meta)
     train, test = data.train, data.test
     error0 = test_error(model, test)
     before = sparsity_report(model)
@@ -214,7 +215,8 @@ def run_sensitivity(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     for name in ("sensitivity.csv", "sensitivity.png"):
         check_output(args.out_dir / name, force=args.force, what="--out-dir")
-    model, meta, data = load_input(args)
+    model, meta = load_input(args)
+    meta, data = load_input_data(args, meta)
     test = data.test
     if args.limit is not None:
         test = Subset(test, range(min(args.limit, len(test))))

@@ -13,6 +13,7 @@ from deep_compression.cli._common import (
     check_out,
     existing_file,
     load_input,
+    load_input_data,
     nonnegative_int,
     positive_float,
     progress_enabled,
@@ -154,9 +155,9 @@ def run_quantize(args: argparse.Namespace) -> int:
     setup_threads(args.threads)
     check_out(args, ".safetensors")
     config = config_from_args(args)
-    model, meta, _ = load_input(args, data=False)
+    model, meta = load_input(args)
     bits = layer_bits(model, config)  # reject a bad bits table before any work
-    _, meta, data = load_input(args)
+    meta, data = load_input_data(args, meta)
     train, test = data.train, data.test
     error0 = test_error(model, test)
     print(
