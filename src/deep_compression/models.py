@@ -41,18 +41,37 @@ __all__ = [
 ]
 
 
+# Widths are arguments so that a network shrunk by structured pruning
+# (deep_compression.shrink) is rebuilt from its name and arguments alone; a width above
+# this bound is refused (a file's arguments are untrusted input).
+MAX_WIDTH = 4096
+
+
+def _widths(value: object, n: int, what: str) -> tuple[int, ...]:
+    """``value`` as ``n`` widths in 1..MAX_WIDTH (a list read from JSON is accepted)."""
+    items = value if isinstance(value, list | tuple) else None
+    if items is None or len(items) != n or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH for v in items
+    ):
+        count = "an integer" if n == 1 else f"{n} integers"
+        raise ValueError(f"{what} must be {count} in 1..{MAX_WIDTH}, got {value!r}")
+    return tuple(items)
+
+
 class LeNet300100(nn.Module):
     """784-300-100-10 multilayer perceptron with ReLU: 266,610 parameters.
 
     The paper's network has no dropout; ``dropout > 0`` adds it after each hidden layer
     (pruning then scales it with the kept fraction, as the paper prescribes).
+    ``hidden`` sets the two hidden widths (a shrunk network's).
     """
 
-    def __init__(self, dropout: float = 0.0) -> None:
+    def __init__(self, dropout: float = 0.0, hidden: tuple[int, int] = (300, 100)) -> None:
         super().__init__()
-        self.fc1 = nn.Linear(784, 300)
-        self.fc2 = nn.Linear(300, 100)
-        self.fc3 = nn.Linear(100, 10)
+        h1, h2 = _widths(hidden, 2, "hidden")
+        self.fc1 = nn.Linear(784, h1)
+        self.fc2 = nn.Linear(h1, h2)
+        self.fc3 = nn.Linear(h2, 10)
         self.drop1 = nn.Dropout(dropout)
         self.drop2 = nn.Dropout(dropout)
 
@@ -68,14 +87,19 @@ class LeNet5(nn.Module):
 
     conv 5x5x20 -> maxpool 2 -> conv 5x5x50 -> maxpool 2 -> fc 800-500 -> ReLU -> fc 500-10.
     (Caffe's version has no ReLU after the convolutions; neither does this one.)
+    ``channels`` and ``hidden`` set the widths (a shrunk network's).
     """
 
-    def __init__(self, dropout: float = 0.0) -> None:
+    def __init__(
+        self, dropout: float = 0.0, channels: tuple[int, int] = (20, 50), hidden: int = 500
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(1, 20, 5)  # (N, 20, 24, 24)
-        self.conv2 = nn.Conv2d(20, 50, 5)  # (N, 50, 8, 8)
-        self.fc1 = nn.Linear(800, 500)
-        self.fc2 = nn.Linear(500, 10)
+        c1, c2 = _widths(channels, 2, "channels")
+        (h,) = _widths(hidden if isinstance(hidden, list | tuple) else [hidden], 1, "hidden")
+        self.conv1 = nn.Conv2d(1, c1, 5)  # (N, 20, 24, 24)
+        self.conv2 = nn.Conv2d(c1, c2, 5)  # (N, 50, 8, 8)
+        self.fc1 = nn.Linear(c2 * 16, h)  # 4 x 4 pixels per channel after two poolings
+        self.fc2 = nn.Linear(h, 10)
         self.drop = nn.Dropout(dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +193,7 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
         raise ConfigError(f"dropout must be a number in [0, 1), got {dropout!r}")
     try:
         return MODELS[name](**kwargs)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise ConfigError(f"bad arguments for model {name!r}: {e}") from None
 
 
