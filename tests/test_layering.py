@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("dcz", "han_net"),
     ("neuron", "data", "models", "caffe_models", "checkpoint", "distributed"),
     ("train", "batchnorm"),
-    ("prune",),
+    ("prune", "shrink"),
     ("quantize",),
     ("sparse",),
     ("encode",),

@@ -50,8 +50,12 @@ MAX_WIDTH = 4096
 def _widths(value: object, n: int, what: str) -> tuple[int, ...]:
     """``value`` as ``n`` widths in 1..MAX_WIDTH (a list read from JSON is accepted)."""
     items = value if isinstance(value, list | tuple) else None
-    if items is None or len(items) != n or not all(
-        isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH for v in items
+    if (
+        items is None
+        or len(items) != n
+        or not all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= MAX_WIDTH for v in items
+        )
     ):
         count = "an integer" if n == 1 else f"{n} integers"
         raise ValueError(f"{what} must be {count} in 1..{MAX_WIDTH}, got {value!r}")

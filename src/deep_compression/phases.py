@@ -8,6 +8,8 @@ returns a typed outcome whose ``details()`` go into the checkpoint metadata
 reports the same whichever way it is run.
 
     train_phase    (dense) training                          -> TrainOutcome
+    shrink_phase   structured pruning (remove whole channels) -> ShrinkOutcome
+                   (in deep_compression.shrink.phase, re-exported here)
     prune_phase    iterative prune -> retrain schedule        -> PruneOutcome
     quantize_phase k-means weight sharing, centroid fine-tune -> QuantizeOutcome
     encode_phase   .dcz file, decoded again and checked       -> EncodeOutcome
@@ -49,6 +51,7 @@ from deep_compression.quantize import (
     strip_quantization_,
 )
 from deep_compression.records import CheckpointMeta, ModelSpec
+from deep_compression.shrink.phase import ShrinkOutcome, shrink_phase
 from deep_compression.train import TrainConfig, TrainResult, evaluate, fit
 
 __all__ = [
@@ -56,6 +59,8 @@ __all__ = [
     "test_error",
     "TrainOutcome",
     "train_phase",
+    "ShrinkOutcome",
+    "shrink_phase",
     "PruneOutcome",
     "prune_phase",
     "QuantizeOutcome",

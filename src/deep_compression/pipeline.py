@@ -1,18 +1,17 @@
 """The whole pipeline, driven by one recipe (:mod:`deep_compression.recipe`):
-dense -> prune -> quantize -> encode -> report.
+dense -> [shrink] -> prune -> quantize -> encode -> report.
 
 :func:`compress` is a short loop over the phases of :mod:`deep_compression.phases`,
-each writing one file into the run directory (``dense.safetensors``,
-``pruned.safetensors``, ``quantized.safetensors``, ``model.dcz`` with its stage files
-``stage-p.dcz`` and ``stage-pq.dcz``) and recording in ``pipeline.json`` a digest of
-everything it depends on. Run again on the same directory, finished phases whose digest
+each writing one file into the run directory (``dense.safetensors``, ``shrunk.safetensors``
+with a ``[shrink]`` table, ``pruned.safetensors``, ``quantized.safetensors``, ``model.dcz``
+with its stage files ``stage-p.dcz`` and ``stage-pq.dcz``) and recording in
+``pipeline.json`` a digest of everything it depends on. Run again on the same directory, finished phases whose digest
 still matches are reused (so changing ``[encode]`` re-encodes without re-pruning); the
 pruning phase also resumes after its last finished round.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -31,7 +30,7 @@ from deep_compression.data import load_data
 from deep_compression.dcz import open_dcz
 from deep_compression.dcz.stages import stage_blobs
 from deep_compression.errors import ConfigError
-from deep_compression.fileio import atomic_write, write_json
+from deep_compression.fileio import atomic_write, file_digest, write_json
 from deep_compression.loading import load_model
 from deep_compression.models import make_model
 from deep_compression.phases import (
@@ -39,6 +38,7 @@ from deep_compression.phases import (
     encode_phase,
     prune_phase,
     quantize_phase,
+    shrink_phase,
     test_error,
     train_phase,
     with_stage,
@@ -49,6 +49,7 @@ from deep_compression.recipe import Recipe, digest, load_recipe
 from deep_compression.records import CheckpointMeta, ModelSpec, RunReport
 from deep_compression.report.markdown import report_markdown
 from deep_compression.report.run import build_report
+from deep_compression.shrink import SHRUNK_KEY, shrunk_marker
 from deep_compression.train import seed_everything
 
 __all__ = [
@@ -60,28 +61,23 @@ __all__ = [
     "STAGE_FILES",
 ]
 
-PHASES = ("dense", "pruned", "quantized", "encoded")
+PHASES = ("dense", "shrunk", "pruned", "quantized", "encoded")
 # The three real files of the per-stage table, the paper's P, P+Q, P+Q+H
 # (defined in deep_compression.dcz.stages).
 STAGE_FILES = {"P": "stage-p.dcz", "P+Q": "stage-pq.dcz", "P+Q+H": "model.dcz"}
-
-
-def _file_digest(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
 
 
 def phase_digests(recipe: Recipe, source: str) -> dict[str, str]:
     """For each phase, a digest of everything its output depends on (chained)."""
     d = recipe.to_dict()
     dense = digest(source, d["model"], d["model_args"], d["dataset"], d["seed"], d.get("train"))
-    pruned = digest(dense, d["prune"])
+    # Without [shrink] the chain is as before, so earlier runs' digests still match.
+    shrunk = digest(dense, d["shrink"]) if "shrink" in d else dense
+    pruned = digest(shrunk, d["prune"])
     quantized = digest(pruned, d["quantize"])
     return {
         "dense": dense,
+        "shrunk": shrunk,
         "pruned": pruned,
         "quantized": quantized,
         "encoded": digest(quantized, d["encode"]),
@@ -190,8 +186,22 @@ def _dense_step(run: _Run, checkpoint: Path | None) -> dict[str, Any]:
     }
 
 
+def _shrink_step(run: _Run) -> dict[str, Any]:
+    model, meta = run.load(run.file("dense"))
+    config = run.recipe.shrink
+    assert config is not None
+    o = shrink_phase(model, config, run.train, run.test, progress=run.progress, log=run.log)
+    meta = with_stage(meta, "shrunk", o.test_error, shrink=o.details(), **{SHRUNK_KEY: True})
+    save_checkpoint(run.file("shrunk"), model, replace(meta, model=o.model_spec(meta.model, model)))
+    return {"files": [run.file("shrunk").name], "test_error": o.test_error,
+            "params": o.report.params[1], "dense_bytes": o.report.float_bytes[0],
+            "seconds": round(o.seconds, 1)}  # fmt: skip
+
+
 def _prune_step(run: _Run) -> dict[str, Any]:
-    model, _ = run.load(run.file("dense"))
+    source = "shrunk" if run.recipe.shrink is not None else "dense"
+    model, src = run.load(run.file(source))  # a shrunk network's spec rebuilds it
+    base = replace(run.base, model=src.model).with_details(**shrunk_marker(src.details))
     # Every finished round is saved (one file, replaced atomically), so an interrupted
     # run resumes after its last round.
     partial = run.run_dir / "pruned-partial.safetensors"
@@ -207,7 +217,7 @@ def _prune_step(run: _Run) -> dict[str, Any]:
 
     def on_round(r: RoundResult) -> None:
         finished.append(r.to_dict())
-        meta = run.base.with_details(digest=run.digests["pruned"], rounds=finished)
+        meta = base.with_details(digest=run.digests["pruned"], rounds=finished)
         save_checkpoint(partial, model, meta)
 
     outcome = prune_phase(
@@ -221,7 +231,7 @@ def _prune_step(run: _Run) -> dict[str, Any]:
         done_rounds=done_rounds,
         reference=reference,
     )
-    meta = with_stage(run.base, "pruned", outcome.test_error, prune=outcome.details())
+    meta = with_stage(base, "pruned", outcome.test_error, prune=outcome.details())
     save_checkpoint(run.file("pruned"), model, replace(meta, model=outcome.model_spec(meta.model)))
     partial.unlink(missing_ok=True)
     return {
@@ -253,7 +263,9 @@ def _encode_step(run: _Run) -> dict[str, Any]:
     # The file carries the compact metadata (its header counts in the rate); the phase
     # details stay in the checkpoints and the report.
     file_meta = replace(
-        meta, details={"recipe_digest": run.recipe.digest()}, tool_version=__version__
+        meta,
+        details={**shrunk_marker(meta.details), "recipe_digest": run.recipe.digest()},
+        tool_version=__version__,
     )
     outcome = encode_phase(model, final, run.recipe.encode, file_meta, test=run.test, log=run.log)
     blobs = stage_blobs(open_dcz(final))
@@ -287,7 +299,7 @@ def _source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMet
     label = recipe.dataset.label
     if meta is not None and meta.dataset is not None and meta.dataset != label:
         raise ConfigError(f"{checkpoint} was trained on {meta.dataset}, the recipe is for {label}")
-    source = f"checkpoint {Path(checkpoint).resolve()} {_file_digest(checkpoint)}"
+    source = f"checkpoint {Path(checkpoint).resolve()} {file_digest(checkpoint)}"
     return source, meta
 
 
@@ -355,6 +367,7 @@ def compress(
     run = _Run(recipe, run_dir, data.train, data.test, base, digests, progress, log, allow_code)
     steps: dict[str, Callable[[], dict[str, Any]]] = {
         "dense": lambda: _dense_step(run, ckpt),
+        **({"shrunk": lambda: _shrink_step(run)} if recipe.shrink is not None else {}),
         "pruned": lambda: _prune_step(run),
         "quantized": lambda: _quantize_step(run),
         "encoded": lambda: _encode_step(run),

@@ -8,6 +8,8 @@ does, mapped one-to-one onto :class:`Recipe`::
     seed = 0
     [train]                      # deep_compression.train.TrainConfig (dense training,
                                  # used only when no checkpoint is given)
+    [shrink]                     # deep_compression.shrink.ShrinkConfig (optional:
+                                 # structured pruning, before [prune])
     [prune]                      # deep_compression.prune.PruneSchedule
     [[prune.rounds]] ...
     [quantize]                   # deep_compression.quantize.QuantizeConfig
@@ -34,6 +36,7 @@ from deep_compression.models import resolve_spec
 from deep_compression.prune import PruneSchedule, prunable_layers
 from deep_compression.quantize import QuantizeConfig, layer_bits
 from deep_compression.recipe_io import from_table, load_config
+from deep_compression.shrink import ShrinkConfig
 from deep_compression.train import TrainConfig
 
 __all__ = ["Recipe", "load_recipe", "digest"]
@@ -57,6 +60,7 @@ class Recipe:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model_args: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    shrink: ShrinkConfig | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str):
@@ -88,6 +92,7 @@ class Recipe:
             where,
             {
                 "train": lambda v, w: TrainConfig.from_dict(v, "train"),
+                "shrink": lambda v, w: ShrinkConfig.from_dict(v),
                 "prune": lambda v, w: PruneSchedule.from_dict(v),
                 "quantize": lambda v, w: QuantizeConfig.from_dict(v),
                 "encode": lambda v, w: EncodeConfig.from_dict(v),
@@ -112,6 +117,8 @@ class Recipe:
         }
         if self.train is not None:
             d["train"] = self.train.to_dict()
+        if self.shrink is not None:  # only when used: other recipes keep their digests
+            d["shrink"] = self.shrink.to_dict()
         return d
 
     def digest(self) -> str:

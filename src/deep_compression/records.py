@@ -42,7 +42,7 @@ __all__ = [
     "RunReport",
 ]
 
-STAGES = ("dense", "pruned", "quantized", "decoded")
+STAGES = ("dense", "shrunk", "pruned", "quantized", "decoded")
 # What files written before the typed metadata called their stage (version-1 .dcz files
 # named the storage variant; "unknown" was encode's fallback).
 _LEGACY_STAGES = {"P": "pruned", "P+Q": "quantized", "P+Q+H": "quantized", "unknown": "dense"}

@@ -122,7 +122,12 @@ def run_encode(args: argparse.Namespace) -> int:
         meta, data = load_input_data(args, meta)
     # The file carries what a deployer needs (model, dataset, preprocessing, error), not
     # the checkpoint's phase history: its header counts in the rate.
-    meta = replace(meta, details={"test_error_from": "checkpoint"} if args.skip_eval else {})
+    from deep_compression.shrink import shrunk_marker
+
+    kept = shrunk_marker(meta.details)  # a shrunk network's loader resizes its layers
+    meta = replace(
+        meta, details={**kept, "test_error_from": "checkpoint"} if args.skip_eval else kept
+    )
     test = None
     if data is not None:
         test = data.test

@@ -20,7 +20,8 @@ def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunR
     (``phases``) and the final file ``final`` (its per-layer table and byte breakdown)."""
     enc = phases["encoded"]
     summary = summarize(open_dcz(final))
-    original = enc["original_bytes"]
+    # A shrunk network's rate is against the dense network it came from.
+    original = phases.get("shrunk", {}).get("dense_bytes", enc["original_bytes"])
     stages = [StageRow("dense (float32)", original, 1.0)]
     stages += [
         StageRow(s, enc["bytes"][s], original / enc["bytes"][s], enc["files"][i])
@@ -33,6 +34,18 @@ def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunR
             phases["dense"]["test_error"],
             phases["dense"]["seconds"],
             phases["dense"].get("how", ""),
+        ),
+        *(
+            [
+                PhaseRow(
+                    "shrunk",
+                    phases["shrunk"]["test_error"],
+                    phases["shrunk"]["seconds"],
+                    f"{phases['shrunk']['params']:,} parameters left (structured)",
+                )
+            ]
+            if "shrunk" in phases
+            else []
         ),
         PhaseRow(
             "pruned",

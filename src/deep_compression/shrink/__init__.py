@@ -36,6 +36,7 @@ from deep_compression.shrink.surgery import (
     WIDTH_ARGS,
     remove_channels_,
     resize_to_,
+    shrunk_marker,
     shrunk_spec,
 )
 
@@ -61,5 +62,6 @@ __all__ = [
     "WIDTH_ARGS",
     "remove_channels_",
     "resize_to_",
+    "shrunk_marker",
     "shrunk_spec",
 ]

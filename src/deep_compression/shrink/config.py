@@ -1,13 +1,13 @@
 """The ``[shrink]`` table of a recipe: structured pruning, as one frozen dataclass::
 
-    [shrink]
-    criterion = "l1"            # l1, l2, bn, lasso or reduce (deep_compression.shrink.criteria)
-    keep = { "*" = 1.0, "conv1" = 8, "fc1" = 0.1 }   # per channel group (named by the
-                                # first layer producing it): a fraction in (0, 1] or a count
-    lasso = 0.0                 # group-lasso strength during [shrink.train]
-    calibration = 256           # training images the reduce criterion measures on
-    [shrink.train]              # train.TrainConfig: training (with the penalty) before choosing
-    [shrink.retrain]            # train.TrainConfig: retraining the shrunk network
+[shrink]
+criterion = "l1"            # l1, l2, bn, lasso or reduce (deep_compression.shrink.criteria)
+keep = { "*" = 1.0, "conv1" = 8, "fc1" = 0.1 }   # per channel group (named by the
+                            # first layer producing it): a fraction in (0, 1] or a count
+lasso = 0.0                 # group-lasso strength during [shrink.train]
+calibration = 256           # training images the reduce criterion measures on
+[shrink.train]              # train.TrainConfig: training (with the penalty) before choosing
+[shrink.retrain]            # train.TrainConfig: retraining the shrunk network
 """
 
 from __future__ import annotations

@@ -22,17 +22,20 @@ __all__ = ["ShrinkReport", "prunable_groups", "plan_shrink", "shrink_", "count_m
 @dataclass(frozen=True)
 class ShrinkReport:
     """What :func:`shrink_` did: per group ``(channels before, after)``, and the model's
-    parameters and multiply-accumulates per input before and after."""
+    parameters, float32 bytes (of every floating tensor of its state, as the rate counts
+    them) and multiply-accumulates per input, before and after."""
 
     widths: Mapping[str, tuple[int, int]]
     params: tuple[int, int]
     macs: tuple[int, int]
+    float_bytes: tuple[int, int]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "widths": {k: list(v) for k, v in self.widths.items()},
             "params": list(self.params),
             "macs": list(self.macs),
+            "float_bytes": list(self.float_bytes),
         }
 
 
@@ -62,6 +65,11 @@ def count_macs(model: nn.Module, example: torch.Tensor) -> int:
             h.remove()
         model.train(was_training)
     return total
+
+
+def float_bytes(model: nn.Module) -> int:
+    """float32 bytes of every floating tensor of ``model``'s state dict."""
+    return sum(4 * t.numel() for t in model.state_dict().values() if t.is_floating_point())
 
 
 def prunable_groups(groups: Sequence[ChannelGroup]) -> list[ChannelGroup]:
@@ -115,7 +123,7 @@ def shrink_(
     """
     groups = trace_groups(model, example)
     params = sum(p.numel() for p in model.parameters())
-    macs = count_macs(model, example)
+    macs, nbytes = count_macs(model, example), float_bytes(model)
     plan = plan_shrink(model, groups, config, inputs)
     remove_channels_(model, groups, plan)
     widths = {
@@ -125,4 +133,5 @@ def shrink_(
         widths=widths,
         params=(params, sum(p.numel() for p in model.parameters())),
         macs=(macs, count_macs(model, example)),
+        float_bytes=(nbytes, float_bytes(model)),
     )

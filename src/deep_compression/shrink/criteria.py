@@ -81,9 +81,7 @@ def channel_scores(model: nn.Module, group: ChannelGroup, criterion: str) -> tor
             return sum(r.abs().sum(1) for r in rows)  # type: ignore[return-value]
         return sum(r.square().sum(1) for r in rows).sqrt()  # type: ignore[union-attr]
     if criterion == "bn":
-        gammas = [
-            modules[m.module].weight.detach().abs() for m in group.members if m.kind == "bn"
-        ]
+        gammas = [modules[m.module].weight.detach().abs() for m in group.members if m.kind == "bn"]
         if not gammas:
             raise ConfigError(f"criterion 'bn': group {group.name!r} has no BatchNorm")
         return sum(g[: group.size] for g in gammas)  # type: ignore[return-value]

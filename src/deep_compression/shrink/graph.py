@@ -200,7 +200,7 @@ class _Tracer:
         self.unknown(node, f"layer {name} ({type(module).__name__})")
 
     def add_out(self, node: fx.Node, name: str) -> None:
-        (g, _), = self.maps[node][0]
+        ((g, _),) = self.maps[node][0]
         self.groups[g].members.append(Member(name, "out"))
 
     def visit_function(self, node: fx.Node) -> None:
@@ -329,7 +329,9 @@ def trace_groups(model: nn.Module, example: torch.Tensor) -> list[ChannelGroup]:
     try:
         traced = fx.symbolic_trace(model)
     except Exception as e:  # fx raises many types (TraceError, TypeError...)
-        raise ConfigError(f"structured pruning: cannot trace the model with torch.fx ({e})") from None
+        raise ConfigError(
+            f"structured pruning: cannot trace the model with torch.fx ({e})"
+        ) from None
     was_training = model.training
     model.eval()  # shape propagation runs the model: BatchNorm statistics stay as they are
     with torch.no_grad():

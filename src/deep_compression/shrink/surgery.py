@@ -30,7 +30,14 @@ from deep_compression.errors import ConfigError, FormatError
 from deep_compression.records import ModelSpec
 from deep_compression.shrink.graph import ChannelGroup
 
-__all__ = ["remove_channels_", "shrunk_spec", "resize_to_", "WIDTH_ARGS", "SHRUNK_KEY"]
+__all__ = [
+    "remove_channels_",
+    "shrunk_spec",
+    "resize_to_",
+    "shrunk_marker",
+    "WIDTH_ARGS",
+    "SHRUNK_KEY",
+]
 
 # The metadata key (in CheckpointMeta.details) marking a shrunk network.
 SHRUNK_KEY = "shrunk"
@@ -114,7 +121,9 @@ def remove_channels_(
         if len(set(kept)) < group.size and group.pinned:
             raise ConfigError(f"group {name!r} cannot be pruned: {group.pinned}")
         if not kept or any(not 0 <= int(c) < group.size for c in kept):
-            raise ConfigError(f"group {name!r}: keep 1..{group.size} channels in 0..{group.size - 1}")
+            raise ConfigError(
+                f"group {name!r}: keep 1..{group.size} channels in 0..{group.size - 1}"
+            )
     modules = dict(model.named_modules())
     for (layer, dim), removed in _removed_positions(groups, keep).items():
         if removed:
@@ -139,6 +148,12 @@ def shrunk_spec(spec: ModelSpec, model: nn.Module) -> ModelSpec:
     if widths is None:
         return spec
     return ModelSpec(spec.name, {**spec.kwargs, **widths(model)})
+
+
+def shrunk_marker(details: Mapping[str, object]) -> dict[str, object]:
+    """``{"shrunk": true}`` when metadata ``details`` say the network was shrunk, else
+    ``{}``: what a file keeps of a checkpoint's details so its loader resizes layers."""
+    return {SHRUNK_KEY: True} if details.get(SHRUNK_KEY) is True else {}
 
 
 def resize_to_(model: nn.Module, shapes: Mapping[str, Sequence[int]], where: str) -> int:
