@@ -5,9 +5,9 @@ dense -> [shrink] -> prune -> quantize -> encode -> report.
 each writing one file into the run directory (``dense.safetensors``, ``shrunk.safetensors``
 with a ``[shrink]`` table, ``pruned.safetensors``, ``quantized.safetensors``, ``model.dcz``
 with its stage files ``stage-p.dcz`` and ``stage-pq.dcz``) and recording in
-``pipeline.json`` a digest of everything it depends on. Run again on the same directory, finished phases whose digest
-still matches are reused (so changing ``[encode]`` re-encodes without re-pruning); the
-pruning phase also resumes after its last finished round.
+``pipeline.json`` a digest of everything it depends on. Run again on the same
+directory, finished phases whose digest still matches are reused (so changing
+``[encode]`` re-encodes without re-pruning); pruning resumes after its last round.
 """
 
 from __future__ import annotations
