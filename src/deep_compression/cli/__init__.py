@@ -22,7 +22,7 @@ from deep_compression.errors import DeepCompressionError
 __all__ = ["main", "build_parser"]
 
 # Subcommand modules in the order --help lists them (the order of the pipeline).
-_COMMANDS = ("train", "prune", "quantize", "dcz", "imports", "compress", "export")
+_COMMANDS = ("train", "shrink", "prune", "quantize", "dcz", "imports", "compress", "export")
 
 
 def _launched() -> bool:
