@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deep_compression.checkpoint import read_state
-from deep_compression.dcz import QuantizedTensor, SparseTensor, Tensor, open_dcz
+from deep_compression.dcz import DenseTensor, QuantizedTensor, SparseTensor, Tensor, open_dcz
 from deep_compression.dcz.reader import to_dense
 from deep_compression.errors import ConfigError, FormatError
 from deep_compression.models import make_model
@@ -275,7 +275,8 @@ def load_dcz(
         with torch.device("meta"):
             model = build_from_meta(meta, allow_code=allow_code)
     if meta.details.get(SHRUNK_KEY) is True:  # structured pruning: layers as stored
-        resize_to_(model, {r.name: r.shape for r in records}, str(path))
+        shapes = {r.name: r.array.shape if isinstance(r, DenseTensor) else r.shape for r in records}
+        resize_to_(model, shapes, str(path))
     if any(parametrize.is_parametrized(m) for m in model.modules()):
         raise ConfigError("load_dcz needs a plain model (remove its parametrizations first)")
     swap = _sparse_layer_records(model, records, str(path)) if sparse else {}
