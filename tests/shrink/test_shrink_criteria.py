@@ -71,7 +71,9 @@ def test_greedy_cancel_first_pair_is_optimal_for_two() -> None:
     v = torch.randn(6, 4, generator=gen, dtype=torch.float64)
     first = greedy_cancel(v @ v.T)[0]
     assert first == min(range(6), key=lambda c: float(v[c].square().sum()))
-    best_pair = min(itertools.combinations(range(6), 2), key=lambda p: float((v[p[0]] + v[p[1]]).square().sum()))  # fmt: skip
+    best_pair = min(
+        itertools.combinations(range(6), 2), key=lambda p: float((v[p[0]] + v[p[1]]).square().sum())
+    )
     # greedy is not exhaustive: its pair costs at least the best pair's
     order = greedy_cancel(v @ v.T)
     cost = float((v[order[0]] + v[order[1]]).square().sum())

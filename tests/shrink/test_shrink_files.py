@@ -59,7 +59,9 @@ def test_user_model_is_resized_to_the_stored_shapes(tmp_path: Path) -> None:
     report = shrink_(model, ShrinkConfig(criterion="bn", keep={"*": 0.5}), x)
     assert report.widths["layer2.0.conv1"] == (32, 16)
     assert shrunk_spec(spec, model) == spec  # its arguments cannot say the widths
-    encode_model(model, tmp_path / "r.dcz", metadata=CheckpointMeta(spec, details={SHRUNK_KEY: True}))  # fmt: skip
+    encode_model(
+        model, tmp_path / "r.dcz", metadata=CheckpointMeta(spec, details={SHRUNK_KEY: True})
+    )
     decoded, _ = load_dcz(tmp_path / "r.dcz", allow_code=True)
     assert decoded.layer2[0].conv1.out_channels == 16
     torch.testing.assert_close(decoded(x), model(x), rtol=0, atol=0)
@@ -73,9 +75,15 @@ def test_user_model_is_resized_to_the_stored_shapes(tmp_path: Path) -> None:
 def test_shrink_command(mnist, run_cli, tmp_path: Path) -> None:
     torch.manual_seed(0)
     dense = tmp_path / "dense.safetensors"
-    save_checkpoint(dense, build_model("lenet-300-100"), CheckpointMeta(ModelSpec("lenet-300-100"), dataset="mnist"))  # fmt: skip
+    save_checkpoint(
+        dense,
+        build_model("lenet-300-100"),
+        CheckpointMeta(ModelSpec("lenet-300-100"), dataset="mnist"),
+    )
     recipe = tmp_path / "r.toml"
-    recipe.write_text('[shrink]\ncriterion = "reduce"\ncalibration = 64\nkeep = { fc1 = 30, fc2 = 0.5 }\n')  # fmt: skip
+    recipe.write_text(
+        '[shrink]\ncriterion = "reduce"\ncalibration = 64\nkeep = { fc1 = 30, fc2 = 0.5 }\n'
+    )
     out = tmp_path / "s.safetensors"
     p = run_cli("shrink", str(dense), "--recipe", str(recipe), "-o", str(out))
     assert p.returncode == 0, p.stderr

@@ -60,7 +60,9 @@ def _randomise_bn(model: nn.Module, seed: int = 0) -> None:
 
 def test_tiny_groups_written_out_by_hand() -> None:
     groups = {g.name: g for g in trace_groups(Tiny(), torch.zeros(2, 1, 8, 8))}
-    members = {n: {(m.module, m.kind, m.offset, m.spatial) for m in g.members} for n, g in groups.items()}  # fmt: skip
+    members = {
+        n: {(m.module, m.kind, m.offset, m.spatial) for m in g.members} for n, g in groups.items()
+    }
     assert set(groups) == {"stem", "a", "side", "fc", "out"}
     # The residual addition unites stem and b (and their BatchNorms); both feed a and
     # side, sit at channels 0..3 of bnc and of the flattened fc input (16 per channel).
