@@ -10,7 +10,6 @@ file behind. No torch here: the ``.dcz`` writer uses it too.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -20,7 +19,7 @@ from typing import Any
 
 from deep_compression.errors import ConfigError
 
-__all__ = ["atomic_path", "atomic_write", "write_json", "check_output", "is_writer", "file_digest"]
+__all__ = ["atomic_path", "atomic_write", "write_json", "check_output", "is_writer"]
 
 
 def is_writer() -> bool:
@@ -98,12 +97,3 @@ def check_output(
     if not os.access(parent, os.W_OK):
         raise ConfigError(f"{what} {path}: {parent} is not writable")
     return path
-
-
-def file_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of the file at ``path``, 16 hex digits (read in 1 MiB blocks)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]

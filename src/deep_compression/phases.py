@@ -115,13 +115,15 @@ def train_phase(
     progress: bool = True,
     log: Log = default_log,
     desc: str = "train",
+    label: str = "test",
 ) -> TrainOutcome:
-    """Train ``model`` in place (dense training from its current weights)."""
+    """Train ``model`` in place (dense training from its current weights); ``test`` is the
+    split measured after each epoch, named ``label`` in the log ("validation" or "test")."""
     t0 = time.perf_counter()
     result = fit(model, train, test, config, progress=progress, desc=desc)
     outcome = TrainOutcome(config, result, time.perf_counter() - t0)
     log(
-        f"[{desc}] test error {_pct(outcome.test_error)} after {config.epochs} epochs "
+        f"[{desc}] {label} error {_pct(outcome.test_error)} after {config.epochs} epochs "
         f"({outcome.seconds:.0f} s)"
     )
     return outcome
@@ -175,13 +177,15 @@ def prune_phase(
     on_round: Callable[[RoundResult], None] | None = None,
     done_rounds: Sequence[Mapping[str, Any]] = (),
     reference: nn.Module | None = None,
+    label: str = "test",
 ) -> PruneOutcome:
     """Run ``schedule`` on ``model`` in place: each round prunes, then retrains.
 
     Args:
         model: a trained model; when resuming, its state after ``len(done_rounds)`` rounds.
         schedule: the rounds.
-        train, test: retraining data; the error after each round is measured on ``test``.
+        train, test: retraining data; the error after each round is measured on ``test``
+            (the validation split when there is one: ``label`` names it in the log).
         progress, log: progress bars and one line per round.
         on_round: called with each round's result as soon as it is done (to save it).
         done_rounds: the records of rounds finished before an interruption (resume).
@@ -200,7 +204,7 @@ def prune_phase(
         log(
             f"[prune] round {r.round}/{n}: kept {_pct(r.report.kept_fraction)} "
             f"({', '.join(f'{k} {100 * v:.1f}%' for k, v in r.report.kept_fractions().items())})"
-            f"; test error {_pct(1 - r.accuracy_pruned)} pruned -> "
+            f"; {label} error {_pct(1 - r.accuracy_pruned)} pruned -> "
             f"{_pct(1 - r.accuracy_retrained)} retrained ({r.seconds:.0f} s)"
         )
 
@@ -227,7 +231,7 @@ def prune_phase(
     )
     log(
         f"[prune] kept {_pct(outcome.sparsity.kept_fraction)} of the weights; "
-        f"test error {_pct(outcome.test_error)}"
+        f"{label} error {_pct(outcome.test_error)}"
     )
     return outcome
 
@@ -266,6 +270,7 @@ def quantize_phase(
     *,
     progress: bool = True,
     log: Log = default_log,
+    label: str = "test",
 ) -> QuantizeOutcome:
     """Trained quantization of ``model`` in place, everything ``config`` says:
     k-means weight sharing (:func:`~deep_compression.quantize.quantize_`), centroid
@@ -274,7 +279,7 @@ def quantize_phase(
     t0 = time.perf_counter()
     clustered_report = quantize_(model, config, progress=progress)
     clustered = test_error(model, test)
-    log(f"[quantize] k-means ({config.init}): test error {_pct(clustered)}")
+    log(f"[quantize] k-means ({config.init}): {label} error {_pct(clustered)}")
     if config.finetune.epochs:
         fit(model, train, test, config.finetune, progress=progress, desc="centroid fine-tune")
     reestimated = reestimate_batchnorm_(model, train, config.bn_batches, seed=config.seed)
@@ -298,7 +303,7 @@ def quantize_phase(
     )
     log(
         f"[quantize] after {config.finetune.epochs} epochs of fine-tuning: "
-        f"test error {_pct(outcome.test_error)}"
+        f"{label} error {_pct(outcome.test_error)}"
     )
     return outcome
 

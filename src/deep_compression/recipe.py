@@ -5,6 +5,8 @@ does, mapped one-to-one onto :class:`Recipe`::
                                  # recipe) or "package.module:name"
     model_args = { }             # keyword arguments of that callable
     dataset = "mnist"
+    validation = 5000            # images held out of the training set for every decision
+                                 # (deep_compression.data.ValidationConfig; 0: none)
     seed = 0
     [train]                      # deep_compression.train.TrainConfig (dense training,
                                  # used only when no checkpoint is given)
@@ -28,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-from deep_compression.data import DatasetConfig
+from deep_compression.data import DatasetConfig, ValidationConfig
 from deep_compression.encode import EncodeConfig
 from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns
@@ -60,6 +62,7 @@ class Recipe:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model_args: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
     shrink: ShrinkConfig | None = None
 
     def __post_init__(self) -> None:
@@ -73,6 +76,8 @@ class Recipe:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         if not isinstance(self.model_args, Mapping):
             raise ConfigError(f"model_args must be a table, got {self.model_args!r}")
+        if not isinstance(self.validation, ValidationConfig):
+            raise ConfigError(f"validation must be a ValidationConfig, got {self.validation!r}")
 
     @classmethod
     def from_dict(
@@ -98,6 +103,7 @@ class Recipe:
                 "encode": lambda v, w: EncodeConfig.from_dict(v),
                 "model_args": lambda v, w: dict(v) if isinstance(v, Mapping) else v,
                 "dataset": lambda v, w: DatasetConfig.from_value(v, base_dir),
+                "validation": lambda v, w: ValidationConfig.from_value(v),
                 "model": lambda v, w: resolve_spec(v, base_dir) if isinstance(v, str) else v,
             },
         )
@@ -117,7 +123,10 @@ class Recipe:
         }
         if self.train is not None:
             d["train"] = self.train.to_dict()
-        if self.shrink is not None:  # only when used: other recipes keep their digests
+        # Only when there is a split: recipes without one keep their earlier digests.
+        if self.validation.enabled:
+            d["validation"] = self.validation.to_dict()
+        if self.shrink is not None:  # likewise, only when used
             d["shrink"] = self.shrink.to_dict()
         return d
 

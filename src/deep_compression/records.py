@@ -189,6 +189,7 @@ class PhaseRow:
     test_error: float | None
     seconds: float
     note: str = ""
+    val_error: float | None = None  # on the validation split, when the run had one
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,13 @@ def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
         assert np.array_equal(arrays[1][name], arrays[2][name])
     errors = {p.phase: p.test_error for p in report.phases}
     assert errors["decoded"] == errors["quantized"] < 0.2
+    # The recipe holds out the default 5,000 training images: every phase was measured
+    # on them (the decisions' split) and, for the report, on the test set.
+    val = {p.phase: p.val_error for p in report.phases}
+    assert all(v is not None and 0 <= v < 0.2 for v in val.values())
+    assert val["decoded"] == val["quantized"] and val["dense"] != errors["dense"]
+    assert lines[0].startswith("[data] 55,000 training, 5,000 validation and 10,000 test")
+    assert "validation error" in (tmp_path / "report.md").read_text()
     layers = {row["name"]: row for row in report.layers}
     assert layers["fc3.weight"]["kept_pct"] == pytest.approx(20.0)
     assert layers["fc1.weight"]["kept_pct"] == pytest.approx(10.0)
@@ -79,7 +86,7 @@ def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
     # A second run resumes every phase; changing only [encode] re-encodes only.
     lines.clear()
     compress(tiny(), tmp_path, progress=False, log=lines.append)
-    assert all("reused" in line for line in lines), lines
+    assert all("reused" in line for line in lines[1:]), lines
     ans = Recipe.from_dict({**tomllib.loads(TINY), "encode": {"coder": "ans"}})
     with pytest.raises(ConfigError, match="holds a run of another recipe.*--force"):
         compress(ans, tmp_path, progress=False, log=lines.append)  # nothing replaced

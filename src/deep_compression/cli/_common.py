@@ -256,3 +256,37 @@ def load_input_data(args: argparse.Namespace, meta):  # type: ignore[no-untyped-
         preprocessing=meta.preprocessing or loaded.info.preprocessing,
     ).with_details(dataset_source=config.to_dict())
     return meta, loaded
+
+
+def _val_size(text: str) -> int | float | str:
+    if text == "auto":
+        return text
+    try:
+        return float(text) if "." in text else int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', an image count or a fraction in (0, 1), got {text!r}"
+        ) from None
+
+
+def add_validation_args(parser: argparse.ArgumentParser, default: str = "auto") -> None:
+    """``--val-size`` and ``--val-seed``: the validation split carved from the training
+    set (:class:`~deep_compression.data.ValidationConfig`)."""
+    parser.add_argument(
+        "--val-size",
+        type=_val_size,
+        default=default,
+        metavar="N",
+        help="training images held out for validation: 'auto' (5,000, or a tenth of a "
+        "smaller set), a count, a fraction such as 0.1, or 0 for none",
+    )
+    parser.add_argument(
+        "--val-seed", type=int, default=0, metavar="SEED", help="seed of the validation draw"
+    )
+
+
+def validation_of(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """The :class:`~deep_compression.data.ValidationConfig` of ``--val-size/--val-seed``."""
+    from deep_compression.data import ValidationConfig
+
+    return ValidationConfig(size=args.val_size, seed=args.val_seed)

@@ -8,6 +8,7 @@ from deep_compression.cli._common import (
     add_data_args,
     add_model_args,
     add_out_arg,
+    add_validation_args,
     check_out,
     dataset_of,
     existing_file,
@@ -19,6 +20,7 @@ from deep_compression.cli._common import (
     positive_int,
     progress_enabled,
     setup_threads,
+    validation_of,
 )
 
 
@@ -67,6 +69,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=nonnegative_int, default=0, help="seeds initial weights, order, dropout"
     )
+    add_validation_args(p)
     add_out_arg(p, "checkpoint (.safetensors)")
     add_data_args(p)
     p.set_defaults(func=run_train)
@@ -113,9 +116,9 @@ def run_train(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from deep_compression import distributed
     from deep_compression.checkpoint import save_checkpoint
-    from deep_compression.data import DatasetConfig, load_data
+    from deep_compression.data import DatasetConfig, carve_validation, load_data
     from deep_compression.models import count_parameters, make_model
-    from deep_compression.phases import train_phase
+    from deep_compression.phases import test_error, train_phase
     from deep_compression.records import CheckpointMeta, ModelSpec
     from deep_compression.train import TrainConfig, seed_everything
 
@@ -136,7 +139,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.dropout is not None:
         kwargs["dropout"] = args.dropout
     dataset = DatasetConfig.from_value(args.dataset)
-    data = load_data(dataset, args.data_dir, allow_code=args.allow_code)
+    split = validation_of(args)
+    data = carve_validation(load_data(dataset, args.data_dir, allow_code=args.allow_code), split)
     seed_everything(args.seed)  # initial weights: the same on every rank
     spec = model_spec_of(args)
     model = make_model(spec, kwargs, allow_code=True).to(distributed.device())
@@ -144,30 +148,47 @@ def _train(args: argparse.Namespace) -> int:
         on = f" on {ranks} processes (global batch {config.batch_size})" if ranks > 1 else ""
         print(
             f"training {args.model} ({count_parameters(model):,} parameters) on "
-            f"{dataset.label}: {len(data.train):,} train / {len(data.test):,} test images, "
+            f"{dataset.label}: {len(data.train):,} train / "
+            f"{len(data.val) if data.val is not None else 0:,} validation / "
+            f"{len(data.test):,} test images, "
             f"{config.epochs} epochs{on}"
         )
     # fit checks the ranks' models bit-identical before and after training; the phase's
     # own summary line is left out (the command prints one below, on rank 0).
     outcome = train_phase(
-        model, data.train, data.test, config, progress=progress_enabled(), log=lambda _: None
+        model,
+        data.train,
+        data.val if data.val is not None else data.test,
+        config,
+        progress=progress_enabled(),
+        log=lambda _: None,
     )
+    # With a validation split the epochs were watched on it; the test set is measured
+    # once, here, for the checkpoint's record.
+    errors = {"test_error": outcome.test_error}
+    if data.val is not None:
+        errors = {"val_error": outcome.test_error, "test_error": test_error(model, data.test)}
     meta = CheckpointMeta(
         model=ModelSpec(spec, kwargs),
         stage="dense",
         dataset=dataset.label,
         preprocessing=data.info.preprocessing,
         seed=args.seed,
-        test_error=outcome.test_error,
+        test_error=errors["test_error"],
         details={
             "train": {**outcome.details(), "world_size": ranks},
             "dataset_source": dataset.to_dict(),
+            # Where the validation split came from, so compressing this checkpoint holds
+            # out the same images (they were never trained on).
+            "validation": split.to_dict() if data.val is not None else None,
+            **errors,
         },
     )
     distributed.run_on_main(lambda: save_checkpoint(args.out, model, meta), f"writing {args.out}")
     if main:
         print(
-            f"test error {100 * outcome.test_error:.2f}% after {config.epochs} epochs "
+            "".join(f"{k.replace('_', ' ')} {100 * v:.2f}%, " for k, v in errors.items())
+            + f"after {config.epochs} epochs "
             f"({outcome.seconds:.0f}s, {outcome.result.seconds_per_epoch:.1f}s/epoch); "
             f"saved {args.out}"
         )

@@ -15,8 +15,18 @@ from deep_compression.data.idx import (
 )
 from deep_compression.data.info import FORMATS, Data, DatasetConfig, DatasetInfo
 from deep_compression.data.sources import load_data
+from deep_compression.data.split import (
+    DEFAULT_VAL_SIZE,
+    ValidationConfig,
+    carve_validation,
+    split_indices,
+)
 
 __all__ = [
+    "DEFAULT_VAL_SIZE",
+    "ValidationConfig",
+    "carve_validation",
+    "split_indices",
     "DATASETS",
     "FORMATS",
     "Data",

@@ -15,8 +15,17 @@ def _pct(x: float | None) -> str:
 def report_markdown(report: RunReport) -> str:
     """Per-phase errors, per-stage sizes, per-layer table in the paper's columns, and
     where the bytes of the final file go."""
+    # With a validation split, its error (what every decision saw) stands next to the
+    # test error (measured for this report only).
+    has_val = any(p.val_error is not None for p in report.phases)
     phase_rows = [
-        [p.phase, _pct(p.test_error), f"{p.seconds:.0f} s" if p.seconds else "-", p.note]
+        [
+            p.phase,
+            *([_pct(p.val_error)] if has_val else []),
+            _pct(p.test_error),
+            f"{p.seconds:.0f} s" if p.seconds else "-",
+            p.note,
+        ]  # fmt: skip
         for p in report.phases
     ]
     stage_rows = [[s.stage, s.file or "-", f"{s.bytes:,}", f"{s.rate:.1f}x"] for s in report.stages]
@@ -38,9 +47,12 @@ def report_markdown(report: RunReport) -> str:
     parts = [
         f"# {report.model} on {report.dataset}",
         "",
-        "## Phases (test error of the model each phase left)",
+        "## Phases (error of the model each phase left)",
         "",
-        format_table(["phase", "test error", "time", ""], phase_rows),
+        format_table(
+            ["phase", *(["validation error"] if has_val else []), "test error", "time", ""],
+            phase_rows,
+        ),
         "",
         "## Stages (each a real file decoding to the final model; see `dcz/stages.py`)",
         "",

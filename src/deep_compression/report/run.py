@@ -28,34 +28,27 @@ def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunR
         for i, s in enumerate(STAGE_NAMES)
     ]
     q = phases["quantized"]
+
+    def row(name: str, p: Mapping[str, Any], note: str, suffix: str = "") -> PhaseRow:
+        # A run with a validation split measured the clustered model on it only.
+        return PhaseRow(name, p.get(f"test_error{suffix}"), float(p.get("seconds", 0.0)) if
+                        not suffix else 0.0, note, p.get(f"val_error{suffix}"))  # fmt: skip
+
     rows = [
-        PhaseRow(
-            "dense",
-            phases["dense"]["test_error"],
-            phases["dense"]["seconds"],
-            phases["dense"].get("how", ""),
-        ),
+        row("dense", phases["dense"], phases["dense"].get("how", "")),
         *(
-            [
-                PhaseRow(
-                    "shrunk",
-                    phases["shrunk"]["test_error"],
-                    phases["shrunk"]["seconds"],
-                    f"{phases['shrunk']['params']:,} parameters left (structured)",
-                )
-            ]
+            [row("shrunk", phases["shrunk"], f"{phases['shrunk']['params']:,} parameters left")]
             if "shrunk" in phases
             else []
         ),
-        PhaseRow(
+        row(
             "pruned",
-            phases["pruned"]["test_error"],
-            phases["pruned"]["seconds"],
+            phases["pruned"],
             f"{100 * phases['pruned']['kept_fraction']:.2f}% of weights kept",
-        ),
-        PhaseRow("clustered", q["test_error_clustered"], 0.0, "k-means, before fine-tuning"),
-        PhaseRow("quantized", q["test_error"], q["seconds"], "after centroid fine-tuning"),
-        PhaseRow("decoded", enc["test_error"], enc["seconds"], "model.dcz decoded"),
+        ),  # fmt: skip
+        row("clustered", q, "k-means, before fine-tuning", "_clustered"),
+        row("quantized", q, "after centroid fine-tuning"),
+        row("decoded", enc, "model.dcz decoded"),
     ]
     return RunReport(
         model=recipe.model,

@@ -70,8 +70,13 @@ def shrink_phase(
     *,
     progress: bool = True,
     log: Callable[[str], None] = default_log,
+    label: str = "test",
 ) -> ShrinkOutcome:
-    """Structured pruning of ``model`` in place, everything ``config`` says."""
+    """Structured pruning of ``model`` in place, everything ``config`` says.
+
+    ``test`` is the split measured after each step (the validation split when there is
+    one: ``label`` names it in the log); the choice of channels uses the training set
+    only (its weights, or ``config.calibration`` training images for ``reduce``)."""
     t0 = time.perf_counter()
     example = calibration_inputs(train, 2)
     trained = None
@@ -80,7 +85,7 @@ def shrink_phase(
         with group_lasso(model, groups, config.lasso):
             fit(model, train, test, config.train, progress=progress, desc="shrink train")
         trained = 1.0 - evaluate(model, test)[1]
-        log(f"[shrink] trained with group lasso {config.lasso}: test error {100 * trained:.2f}%")
+        log(f"[shrink] trained with group lasso {config.lasso}: {label} error {100 * trained:.2f}%")
     inputs = calibration_inputs(train, config.calibration) if config.criterion == "reduce" else None
     report = shrink_(model, config, example, inputs)
     shrunk = 1.0 - evaluate(model, test)[1]
@@ -88,11 +93,11 @@ def shrink_phase(
     log(
         f"[shrink] {config.criterion}: {widths or 'nothing removed'}; parameters "
         f"{report.params[0]:,} -> {report.params[1]:,}, MACs {report.macs[0]:,} -> "
-        f"{report.macs[1]:,}; test error {100 * shrunk:.2f}%"
+        f"{report.macs[1]:,}; {label} error {100 * shrunk:.2f}%"
     )
     error = shrunk
     if config.retrain is not None and config.retrain.epochs:
         fit(model, train, test, config.retrain, progress=progress, desc="shrink retrain")
         error = 1.0 - evaluate(model, test)[1]
-        log(f"[shrink] retrained {config.retrain.epochs} epochs: test error {100 * error:.2f}%")
+        log(f"[shrink] retrained {config.retrain.epochs} epochs: {label} error {100 * error:.2f}%")
     return ShrinkOutcome(config, report, trained, shrunk, error, time.perf_counter() - t0)

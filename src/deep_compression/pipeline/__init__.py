@@ -1,0 +1,192 @@
+"""The whole pipeline, driven by one recipe (:mod:`deep_compression.recipe`):
+dense -> [shrink] -> prune -> quantize -> encode -> report.
+
+:func:`compress` is a short loop over the phases of :mod:`deep_compression.phases`,
+each writing one file into the run directory (``dense.safetensors``,
+``shrunk.safetensors`` with a ``[shrink]`` table, ``pruned.safetensors``,
+``quantized.safetensors``, ``model.dcz`` with its stage files ``stage-p.dcz`` and
+``stage-pq.dcz``) and recording in ``pipeline.json`` a digest of
+everything it depends on. Run again on the same directory, finished phases whose digest
+still matches are reused (so changing ``[encode]`` re-encodes without re-pruning); the
+pruning phase also resumes after its last finished round.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from deep_compression import distributed as dist
+from deep_compression.checkpoint import read_meta
+from deep_compression.data import carve_validation, load_data
+from deep_compression.errors import ConfigError
+from deep_compression.fileio import atomic_write, write_json
+from deep_compression.models import make_model
+from deep_compression.phases import Log
+from deep_compression.pipeline.state import (
+    PHASES,
+    STAGE_FILES,
+    RunState,
+    file_digest,
+    phase_digests,
+)
+from deep_compression.pipeline.steps import (
+    Run,
+    dense_step,
+    encode_step,
+    prune_step,
+    quantize_step,
+    shrink_step,
+)
+from deep_compression.progress import log as default_log
+from deep_compression.recipe import Recipe, digest, load_recipe
+from deep_compression.records import CheckpointMeta, ModelSpec, RunReport
+from deep_compression.report.markdown import report_markdown
+from deep_compression.report.run import build_report
+
+__all__ = [
+    "Recipe",
+    "load_recipe",
+    "compress",
+    "copy_final",
+    "phase_digests",
+    "PHASES",
+    "STAGE_FILES",
+]
+
+
+def _source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMeta | None]:
+    """A description of the starting point (for the digests) and the checkpoint's
+    metadata (None for a plain state dict), after checking that checkpoint and recipe
+    agree."""
+    if checkpoint is None:
+        if recipe.train is None:
+            raise ConfigError("no dense checkpoint given and the recipe has no [train] table")
+        return "train from scratch", None
+    meta = read_meta(checkpoint)  # the header only: the tensors are read once, later
+    if meta is not None and meta.model.name != recipe.model:
+        raise ConfigError(f"{checkpoint} holds {meta.model.name}, the recipe is for {recipe.model}")
+    label = recipe.dataset.label
+    if meta is not None and meta.dataset is not None and meta.dataset != label:
+        raise ConfigError(f"{checkpoint} was trained on {meta.dataset}, the recipe is for {label}")
+    source = f"checkpoint {Path(checkpoint).resolve()} {file_digest(checkpoint)}"
+    return source, meta
+
+
+def _open_state(run_dir: Path, restart: bool, force: bool, run_key: str) -> RunState:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"run directory {run_dir}: is a file")
+    state = RunState.open(run_dir, restart)
+    if state.phases and state.recipe_digest != run_key and not force:
+        raise ConfigError(
+            f"{run_dir} holds a run of another recipe or checkpoint; pass --force to redo "
+            "the phases that changed, --restart to start over, or choose another --out-dir"
+        )
+    state.recipe_digest = run_key
+    return state
+
+
+def _base_meta(
+    recipe: Recipe, ckpt_meta: CheckpointMeta | None, preprocessing: dict[str, Any]
+) -> CheckpointMeta:
+    """The metadata every file of the run starts from."""
+    split = {"validation": recipe.validation.to_dict()} if recipe.validation.enabled else {}
+    return CheckpointMeta(
+        model=ckpt_meta.model if ckpt_meta else ModelSpec(recipe.model, recipe.model_args),
+        dataset=recipe.dataset.label,
+        preprocessing=preprocessing,
+        seed=recipe.seed,
+        details={"dataset_source": recipe.dataset.to_dict(), **split},
+    )
+
+
+def compress(
+    recipe: Recipe,
+    run_dir: str | os.PathLike[str],
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    data_dir: str | os.PathLike[str] | None = None,
+    restart: bool = False,
+    force: bool = False,
+    allow_code: bool = False,
+    progress: bool = True,
+    log: Log = default_log,
+) -> RunReport:
+    """Run ``recipe`` from a dense checkpoint (or from scratch) to a ``.dcz`` file.
+
+    Args:
+        recipe: the recipe.
+        run_dir: directory for every phase's output; resumed if it holds finished phases
+            of the same recipe and starting point.
+        checkpoint: dense starting checkpoint; ``None`` trains one with ``recipe.train``.
+        data_dir: where the dataset is (see :mod:`deep_compression.data`).
+        restart: discard the run state in ``run_dir`` and start over.
+        force: ``run_dir`` may hold a run of another recipe or checkpoint: reuse the
+            phases that still match and redo the rest (replacing their files).
+        allow_code: the recipe's model or dataset may be the user's own Python code
+            (``net.py:name``), imported and so run.
+        progress: progress bars (or log lines) through training phases.
+        log: where progress lines go.
+
+    Returns:
+        The report (also written as ``report.json`` / ``report.md`` in ``run_dir``).
+
+    Raises:
+        ConfigError: checkpoint and recipe disagree, a recipe key matches no layer, or
+            ``run_dir`` holds another run and neither ``force`` nor ``restart`` is given;
+            all checked before any work.
+    """
+    run_dir = Path(run_dir)
+    ckpt = Path(checkpoint) if checkpoint is not None else None
+    source, ckpt_meta = _source(recipe, ckpt)
+    recipe.check_layers(make_model(recipe.model, recipe.model_args, allow_code=allow_code))
+    digests = phase_digests(recipe, source)
+    state = _open_state(run_dir, restart, force, digest(source, recipe.digest()))
+    data = carve_validation(
+        load_data(recipe.dataset, data_dir, allow_code=allow_code), recipe.validation
+    )
+    base = _base_meta(recipe, ckpt_meta, data.info.preprocessing)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / "recipe.json", recipe.to_dict())
+    if data.val is not None:
+        log(f"[data] {len(data.train):,} training, {len(data.val):,} validation and "
+            f"{len(data.test):,} test images; decisions see validation only")  # fmt: skip
+    run = Run(
+        recipe, run_dir, data.train, data.val, data.test, base, digests, progress, log, allow_code
+    )
+    steps: dict[str, Callable[[], dict[str, Any]]] = {
+        "dense": lambda: dense_step(run, ckpt),
+        **({"shrunk": lambda: shrink_step(run)} if recipe.shrink is not None else {}),
+        "pruned": lambda: prune_step(run),
+        "quantized": lambda: quantize_step(run),
+        "encoded": lambda: encode_step(run),
+    }
+    done = [p for p in steps if state.done(p, digests[p])]
+    dist.check_same_value(json.dumps(done), "resume")  # every rank resumes alike
+    for phase, step in steps.items():
+        if state.done(phase, digests[phase]):
+            log(f"[{phase}] reused from an earlier run in {run_dir}")
+            continue
+        state.record(phase, digests[phase], step())
+    report = build_report(run_dir / STAGE_FILES["P+Q+H"], state.phases, recipe)
+    write_json(run_dir / "report.json", report.to_dict())
+    atomic_write(run_dir / "report.md", report_markdown(report))
+    return report
+
+
+def copy_final(run_dir: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
+    """Copy the run's final ``.dcz`` to ``out`` (e.g. ``models/lenet-5.dcz``), with its
+    report next to it (``lenet-5.report.json`` and ``lenet-5.report.md``), so a shipped
+    file travels with the measurements that describe it. Each copy is atomic."""
+    out = Path(out)
+    for src, dst in [
+        (Path(run_dir) / STAGE_FILES["P+Q+H"], out),
+        (Path(run_dir) / "report.json", out.with_name(f"{out.stem}.report.json")),
+        (Path(run_dir) / "report.md", out.with_name(f"{out.stem}.report.md")),
+    ]:
+        if src.is_file():
+            atomic_write(dst, src.read_bytes())
+    return out
