@@ -67,7 +67,7 @@ def _removed_positions(
 
 def _slice_(layer: nn.Module, dim: int, removed: set[int]) -> None:
     """Keep the positions of ``layer``'s channel dim ``dim`` not in ``removed``."""
-    size = layer.weight.shape[dim]
+    size = _channel_tensor(layer).shape[dim]
     index = torch.tensor([i for i in range(size) if i not in removed], dtype=torch.long)
     names = ["weight"] + (["bias"] if dim == 0 and layer.bias is not None else [])
     if isinstance(layer, nn.BatchNorm1d | nn.BatchNorm2d):
@@ -84,9 +84,15 @@ def _slice_(layer: nn.Module, dim: int, removed: set[int]) -> None:
     _set_sizes(layer)
 
 
+def _channel_tensor(layer: nn.Module) -> torch.Tensor:
+    """The tensor whose shape gives the layer's sizes (a BatchNorm without affine
+    parameters has only its running statistics)."""
+    return layer.weight if layer.weight is not None else layer.running_mean
+
+
 def _set_sizes(layer: nn.Module) -> None:
     """The layer's size attributes (``in_channels``...) from its weight's shape."""
-    shape = layer.weight.shape
+    shape = _channel_tensor(layer).shape
     if isinstance(layer, nn.Conv2d):
         layer.out_channels, layer.in_channels = shape[0], shape[1] * layer.groups
     elif isinstance(layer, nn.Linear):
@@ -168,10 +174,13 @@ def resize_to_(model: nn.Module, shapes: Mapping[str, Sequence[int]], where: str
     """
     changed = 0
     for name, layer in model.named_modules():
-        key = f"{name}.weight" if name else "weight"
-        if not isinstance(layer, _Layer) or key not in shapes:
+        if not isinstance(layer, _Layer):
             continue
-        old, new = tuple(layer.weight.shape), tuple(int(s) for s in shapes[key])
+        tensor = "weight" if layer.weight is not None else "running_mean"
+        key = f"{name}.{tensor}" if name else tensor
+        if key not in shapes:
+            continue
+        old, new = tuple(_channel_tensor(layer).shape), tuple(int(s) for s in shapes[key])
         if old == new:
             continue
         grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
@@ -182,7 +191,7 @@ def resize_to_(model: nn.Module, shapes: Mapping[str, Sequence[int]], where: str
         ):
             if t.ndim == 0:
                 continue  # num_batches_tracked
-            shape = new if tname == "weight" else (new[0],)
+            shape = new if tname == tensor else (new[0],)
             fresh = torch.empty(shape, dtype=t.dtype, device=t.device)
             setattr(layer, tname, nn.Parameter(fresh) if isinstance(t, nn.Parameter) else fresh)
         _set_sizes(layer)
