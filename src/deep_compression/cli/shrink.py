@@ -8,12 +8,14 @@ from deep_compression.cli._common import (
     add_data_args,
     add_input_args,
     add_out_arg,
+    add_validation_args,
     check_out,
     existing_file,
     load_input,
     load_input_data,
     progress_enabled,
     setup_threads,
+    validation_of,
 )
 
 
@@ -45,6 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_out_arg(p, "shrunk checkpoint (.safetensors)", required=False)
     add_input_args(p)
+    add_validation_args(p)
     add_data_args(p)
     p.set_defaults(func=run_shrink)
 
@@ -64,6 +67,7 @@ def run_shrink(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
     from deep_compression.checkpoint import save_checkpoint
+    from deep_compression.data import carve_validation
     from deep_compression.errors import ConfigError
     from deep_compression.phases import shrink_phase, test_error, with_stage
     from deep_compression.recipe_io import load_config
@@ -79,21 +83,27 @@ def run_shrink(args: argparse.Namespace) -> int:
     )
     model, meta = load_input(args)
     meta, data = load_input_data(args, meta)
+    # Retraining leaves the validation images out; the errors printed are measured on them
+    # (every decision is), and the test error once at the end, for the record.
+    data = carve_validation(data, validation_of(args))
+    split, label = (data.val, "validation") if data.val is not None else (data.test, "test")
     if args.list_groups:
         _list_groups(model, calibration_inputs(data.train, 2))
         return 0
     assert config is not None
-    error0 = test_error(model, data.test)
-    print(f"shrinking {args.checkpoint} ({meta.model.name}, test error {100 * error0:.2f}%)")
+    error0 = test_error(model, split)
+    print(f"shrinking {args.checkpoint} ({meta.model.name}, {label} error {100 * error0:.2f}%)")
     outcome = shrink_phase(
-        model, config, data.train, data.test, progress=progress_enabled(), log=print
+        model, config, data.train, split, progress=progress_enabled(), log=print, label=label
     )
-    new_meta = with_stage(meta, "shrunk", outcome.test_error, shrink=outcome.details())
+    final = test_error(model, data.test) if data.val is not None else outcome.test_error
+    new_meta = with_stage(meta, "shrunk", final, shrink=outcome.details())
     new_meta = replace(new_meta, model=outcome.model_spec(meta.model, model))
     save_checkpoint(args.out, model, new_meta.with_details(**{SHRUNK_KEY: True}))
     r = outcome.report
     print(
-        f"test error {100 * error0:.2f}% -> {100 * outcome.test_error:.2f}%; parameters "
+        f"{label} error {100 * error0:.2f}% -> {100 * outcome.test_error:.2f}% (test "
+        f"{100 * final:.2f}%); parameters "
         f"{r.params[0]:,} -> {r.params[1]:,} ({r.params[0] / max(1, r.params[1]):.1f}x fewer), "
         f"MACs per input {r.macs[0]:,} -> {r.macs[1]:,}; model {new_meta.model.name} "
         f"{dict(new_meta.model.kwargs)}; {outcome.seconds:.0f}s; saved {args.out}"
