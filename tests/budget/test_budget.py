@@ -16,8 +16,13 @@ from deep_compression.budget import BudgetConfig, compress_to_budget, starting_r
 from deep_compression.budget.config import Clock
 from deep_compression.budget.prune_search import layer_exponents
 from deep_compression.checkpoint import save_checkpoint
-from deep_compression.data import DatasetConfig, Split, ValidationConfig, carve_validation
-from deep_compression.data import load_data
+from deep_compression.data import (
+    DatasetConfig,
+    Split,
+    ValidationConfig,
+    carve_validation,
+    load_data,
+)
 from deep_compression.errors import ConfigError
 from deep_compression.models import make_model
 from deep_compression.pipeline import compress
@@ -30,7 +35,10 @@ from deep_compression.train import TrainConfig, fit
 def tiny_npz(mnist, tmp_path_factory) -> Path:
     """3,000 training and 1,000 test MNIST images as an .npz dataset (fast to train)."""
     train, test = mnist
-    raw = lambda s: np.round((s.x[:, 0].numpy() * 0.3081 + 0.1307) * 255).clip(0, 255).astype(np.uint8)  # noqa: E731
+
+    def raw(s: Split) -> np.ndarray:  # back to the uint8 pixels the npz format stores
+        return np.round((s.x[:, 0].numpy() * 0.3081 + 0.1307) * 255).clip(0, 255).astype(np.uint8)
+
     path = tmp_path_factory.mktemp("npz") / "digits.npz"
     np.savez(path, x_train=raw(train)[:3000], y_train=train.y[:3000].numpy(),
              x_test=raw(test)[:1000], y_test=test.y[:1000].numpy())  # fmt: skip
