@@ -154,3 +154,40 @@ def test_the_time_budget_cuts_epochs() -> None:
     assert _plan(config, 0.01, 4) == config
     with pytest.raises(ConfigError):
         BudgetConfig(-1)
+
+
+@pytest.mark.mnist
+def test_cli_budget_and_no_retrain_runs(
+    dense_ckpt: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from deep_compression.budget import no_retrain_run
+
+    # Sizing each no-retrain candidate with every coder takes seconds: 6 of them here.
+    search = functools.partial(no_retrain_run.compress_without_retraining, max_trials=6)
+    monkeypatch.setattr(no_retrain_run, "compress_without_retraining", search)
+    run = tmp_path / "run"
+    common = (str(dense_ckpt), "--max-error-increase", "1", "--no-plots")
+    # A time budget this small leaves one epoch per step and stops pruning early.
+    proc = run_cli("compress", *common, "--max-minutes", "0.2", "--out-dir", str(run),
+                   "-o", str(tmp_path / "small.dcz"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "chosen recipe:" in proc.stdout and "validation error" in proc.stdout
+    assert (tmp_path / "small.dcz").read_bytes() == (run / "model.dcz").read_bytes()
+    again = run_cli("compress", *common, "--out-dir", str(run))
+    assert again.returncode == 1 and "holds a run" in again.stderr
+    nr = tmp_path / "nr"
+    proc = run_cli("compress", *common, "--no-retrain", "--out-dir", str(nr))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((nr / "report.json").read_text())
+    assert doc["file_bytes"] == (nr / "model.dcz").stat().st_size
+    assert doc["final"]["val_error"] <= doc["dense"]["val_error"] + 0.01 + 1e-9
+    for bad, message in [
+        (("--no-retrain",), "goes with --max-error-increase"),
+        (("--max-minutes", "3"), "goes with --max-error-increase"),
+    ]:
+        proc = run_cli("compress", str(dense_ckpt), *bad, "--out-dir", str(tmp_path / "x"))
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    proc = run_cli("compress", str(dense_ckpt), "--out-dir", str(tmp_path / "x"))
+    assert proc.returncode == 1 and "--recipe" in proc.stderr

@@ -74,6 +74,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "stays within P points of the dense model's; writes the chosen recipe.toml",
     )
     b.add_argument(
+        "--no-retrain",
+        action="store_true",
+        help="no gradient step: rate-distortion quantization of the trained weights only, "
+        "for when the training pipeline is not at hand (docs/NO_RETRAIN.md)",
+    )
+    b.add_argument(
         "--max-minutes",
         type=positive_float,
         metavar="M",
@@ -188,6 +194,8 @@ def run_compress(args: argparse.Namespace) -> int:
     if budget and args.train:
         raise ConfigError("--max-error-increase starts from a dense CHECKPOINT, not --train")
     if not budget:
+        if args.no_retrain:
+            raise ConfigError("--no-retrain goes with --max-error-increase P")
         options = ("max_minutes", "model", "dataset", "val_size", "seed")
         extra = [f for f in options if getattr(args, f) is not None]
         extra += ["model_arg"] if args.model_arg else []
@@ -200,6 +208,8 @@ def run_compress(args: argparse.Namespace) -> int:
     if out is not None:  # copy_final writes the report beside the file
         for suffix in (".report.json", ".report.md"):
             check_output(out.with_name(out.stem + suffix), force=args.force, what="--out")
+    if budget and args.no_retrain:
+        return _run_no_retrain(args, checkpoint, out)
     if budget:
         report, run_dir = _run_budget(args, checkpoint)
     else:
@@ -225,23 +235,38 @@ def run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
-    """``compress --max-error-increase``: the search of :mod:`deep_compression.budget`."""
-    from dataclasses import replace
+def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None) -> int:
+    from deep_compression.budget.no_retrain_run import compress_no_retrain
+    from deep_compression.pipeline import copy_final
 
-    from deep_compression.budget import BudgetConfig, compress_to_budget, starting_recipe
-    from deep_compression.budget.config import FINETUNE, RETRAIN
+    recipe = _starting_recipe(args, checkpoint)
+    stem = Path(checkpoint).stem
+    name = f"{stem}-no-retrain{args.max_error_increase:g}"
+    run_dir = args.out_dir or Path("runs") / "compress" / name
+    compress_no_retrain(recipe, checkpoint, run_dir, args.max_error_increase,
+                        data_dir=args.data_dir, force=args.force or args.restart,
+                        allow_code=args.allow_code or args.model is not None)  # fmt: skip
+    print()
+    print((run_dir / "report.md").read_text())
+    if out is not None:
+        print(f"copied the final file to {copy_final(run_dir, out)}")
+    return 0
+
+
+def _starting_recipe(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
+    """Model, dataset, validation split and seed of a budget run: the options, else the
+    ``--recipe``, else what the checkpoint says."""
+    from deep_compression.budget import starting_recipe
     from deep_compression.data import DatasetConfig
     from deep_compression.models import resolve_spec
     from deep_compression.recipe import load_recipe
 
     defaults = load_recipe(args.recipe) if args.recipe is not None else None
     seed = args.seed if args.seed is not None else defaults.seed if defaults else 0
-    config = BudgetConfig(args.max_error_increase, max_minutes=args.max_minutes, seed=seed)
     validation = None if args.val_size is None else validation_of(args)
     dataset = DatasetConfig.from_value(args.dataset) if args.dataset is not None else None
     model = resolve_spec(args.model) if args.model is not None else None
-    recipe = starting_recipe(
+    return starting_recipe(
         checkpoint,
         model=model or (defaults.model if defaults else None),
         model_args=dict(args.model_arg) if args.model_arg else
@@ -251,6 +276,19 @@ def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-
                                   defaults.validation.enabled else None),
         seed=seed,
     )  # fmt: skip
+
+
+def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
+    """``compress --max-error-increase``: the search of :mod:`deep_compression.budget`."""
+    from dataclasses import replace
+
+    from deep_compression.budget import BudgetConfig, compress_to_budget
+    from deep_compression.budget.config import FINETUNE, RETRAIN
+    from deep_compression.recipe import load_recipe
+
+    defaults = load_recipe(args.recipe) if args.recipe is not None else None
+    recipe = _starting_recipe(args, checkpoint)
+    config = BudgetConfig(args.max_error_increase, max_minutes=args.max_minutes, seed=recipe.seed)
     stem = Path(checkpoint).stem
     name = f"{stem}-budget{config.max_error_increase:g}"
     run_dir = args.out_dir or Path("runs") / "compress" / name
