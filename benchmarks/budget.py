@@ -106,7 +106,10 @@ def write_markdown(rows: list[dict], path: Path) -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for (model, dataset, budget), rs in sorted(groups.items()):
-        f = lambda k: [float(r[k]) for r in rs]  # noqa: E731
+
+        def f(k: str, rs: list[dict] = rs) -> list[float]:
+            return [float(r[k]) for r in rs]
+
         val_inc = [100 * (v - d) for v, d in zip(f("val"), f("dense_val"), strict=True)]
         test_inc = [100 * (t - d) for t, d in zip(f("test"), f("dense_test"), strict=True)]
         lines.append(
