@@ -28,12 +28,20 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from torch import nn
+
 from deep_compression.budget.bits_search import search_bits
 from deep_compression.budget.config import FINETUNE, RETRAIN, BudgetConfig, Clock, Trial
 from deep_compression.budget.prune_search import layer_exponents, search_pruning
 from deep_compression.budget.recipe_file import write_recipe, write_search
 from deep_compression.checkpoint import read_meta
-from deep_compression.data import DatasetConfig, ValidationConfig, carve_validation, load_data
+from deep_compression.data import (
+    Data,
+    DatasetConfig,
+    ValidationConfig,
+    carve_validation,
+    load_data,
+)
 from deep_compression.encode import EncodeConfig
 from deep_compression.errors import ConfigError
 from deep_compression.loading import load_model
@@ -116,6 +124,26 @@ def _plan(config: BudgetConfig, epoch_s: float, n_layers: int) -> BudgetConfig:
     )
 
 
+def _settings(
+    config: BudgetConfig, data: Data, dense: nn.Module, retrain: TrainConfig, finetune: TrainConfig
+) -> tuple[BudgetConfig, TrainConfig, TrainConfig]:
+    """The epochs planned for the time budget (one epoch's time estimated from an
+    evaluation pass: training costs about three), and the retraining and fine-tuning
+    configs with the search's epochs, seed and augmentation."""
+    assert data.val is not None
+    t0 = time.perf_counter()
+    evaluate(dense, data.val)
+    epoch_s = 3 * (time.perf_counter() - t0) * len(data.train) / len(data.val)
+    config = _plan(config, epoch_s, len(sparsity_report(dense).layers))
+    shape = data.info.input_shape
+    augment = config.augment
+    if augment is None:
+        augment = 1 if len(shape) == 3 and min(shape[1:]) >= 8 else 0
+    retrain = replace(retrain, epochs=config.round_epochs, seed=config.seed, augment=augment)
+    finetune = replace(finetune, epochs=config.finetune_epochs, seed=config.seed)
+    return config, retrain, finetune
+
+
 def compress_to_budget(
     recipe: Recipe,
     checkpoint: str | os.PathLike[str],
@@ -165,17 +193,8 @@ def compress_to_budget(
     log(f"[budget] dense validation error {100 * records['dense']['val_error']:.2f}%: the "
         f"limit is {100 * limit:.2f}%")  # fmt: skip
     trials: list[Trial] = []
-    t0 = time.perf_counter()
-    evaluate(dense, data.val)
-    epoch_s = 3 * (time.perf_counter() - t0) * len(data.train) / len(data.val)
+    config, retrain, finetune = _settings(config, data, dense, retrain, finetune)
     n_layers = len(sparsity_report(dense).layers)
-    config = _plan(config, epoch_s, n_layers)
-    shape = data.info.input_shape
-    augment = config.augment
-    if augment is None:
-        augment = 1 if len(shape) == 3 and min(shape[1:]) >= 8 else 0
-    retrain = replace(retrain, epochs=config.round_epochs, seed=config.seed, augment=augment)
-    finetune = replace(finetune, epochs=config.finetune_epochs, seed=config.seed)
     delta = max(0.01, 0.2 * records["dense"]["val_error"])
     exponents = layer_exponents(dense, data.val, delta, trials, clock)
     log("[budget] pruning exponents " + ", ".join(f"{n} {a:.2f}" for n, a in exponents.items()))

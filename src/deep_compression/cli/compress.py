@@ -28,41 +28,7 @@ from deep_compression.fileio import check_output
 _SENSITIVITY_THRESHOLDS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    c = sub.add_parser(
-        "compress",
-        help="run the whole pipeline from a recipe: prune, quantize, encode, report",
-        description="Run a recipe (recipes/*.toml) from a dense checkpoint, or from scratch "
-        "with --train, to a .dcz file: iterative pruning with retraining, k-means "
-        "quantization with centroid fine-tuning, relative-index + entropy coding. Every "
-        "phase writes its output into --out-dir; an interrupted run resumes after its last "
-        "finished phase (and pruning after its last finished round). Prints the per-phase, "
-        "per-stage and per-layer tables and writes them as report.json and report.md, with "
-        "plots under plots/.",
-    )
-    c.add_argument(
-        "checkpoint",
-        nargs="?",
-        type=existing_file,
-        metavar="CHECKPOINT",
-        help="dense checkpoint to start from (or --train)",
-    )
-    c.add_argument(
-        "--checkpoint",
-        dest="checkpoint_opt",
-        type=existing_file,
-        metavar="CHECKPOINT",
-        help="the same as the positional CHECKPOINT",
-    )
-    c.add_argument(
-        "--train", action="store_true", help="train the dense model first (recipe's [train])"
-    )
-    c.add_argument(
-        "--recipe",
-        type=existing_file,
-        help="recipe TOML file (with --max-error-increase: optional, its model, dataset, "
-        "validation split, seed and retraining settings are the defaults)",
-    )
+def _add_budget_args(c: argparse.ArgumentParser) -> None:
     b = c.add_argument_group(
         "compress to an accuracy budget (no recipe needed; docs in deep_compression.budget)"
     )
@@ -106,6 +72,44 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="a built-in name, an image folder or an .npz file (default: what the checkpoint says)",
     )
     add_validation_args(b, default=None)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    c = sub.add_parser(
+        "compress",
+        help="run the whole pipeline from a recipe: prune, quantize, encode, report",
+        description="Run a recipe (recipes/*.toml) from a dense checkpoint, or from scratch "
+        "with --train, to a .dcz file: iterative pruning with retraining, k-means "
+        "quantization with centroid fine-tuning, relative-index + entropy coding. Every "
+        "phase writes its output into --out-dir; an interrupted run resumes after its last "
+        "finished phase (and pruning after its last finished round). Prints the per-phase, "
+        "per-stage and per-layer tables and writes them as report.json and report.md, with "
+        "plots under plots/.",
+    )
+    c.add_argument(
+        "checkpoint",
+        nargs="?",
+        type=existing_file,
+        metavar="CHECKPOINT",
+        help="dense checkpoint to start from (or --train)",
+    )
+    c.add_argument(
+        "--checkpoint",
+        dest="checkpoint_opt",
+        type=existing_file,
+        metavar="CHECKPOINT",
+        help="the same as the positional CHECKPOINT",
+    )
+    c.add_argument(
+        "--train", action="store_true", help="train the dense model first (recipe's [train])"
+    )
+    c.add_argument(
+        "--recipe",
+        type=existing_file,
+        help="recipe TOML file (with --max-error-increase: optional, its model, dataset, "
+        "validation split, seed and retraining settings are the defaults)",
+    )
+    _add_budget_args(c)
     c.add_argument(
         "--out-dir",
         type=Path,
