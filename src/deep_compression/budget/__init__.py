@@ -32,7 +32,7 @@ from torch import nn
 
 from deep_compression.budget.bits_search import search_bits
 from deep_compression.budget.config import FINETUNE, RETRAIN, BudgetConfig, Clock, Trial
-from deep_compression.budget.prune_search import layer_exponents, search_pruning
+from deep_compression.budget.prune_search import PruneSearch, layer_exponents, search_pruning
 from deep_compression.budget.recipe_file import write_recipe, write_search
 from deep_compression.checkpoint import read_meta
 from deep_compression.data import (
@@ -206,15 +206,7 @@ def compress_to_budget(
     t_prune = clock.elapsed()
     found = search_pruning(dense, data.train, data.val, limit, exponents, retrain, config, clock,
                            trials, reserve=reserve, progress=progress, log=log)  # fmt: skip
-    outcome = PruneOutcome(
-        schedule=found.schedule,
-        rounds=tuple(r.to_dict() for r in found.results),
-        sparsity=sparsity_report(found.model),
-        test_error=found.val_error,
-        dropout=found.results[-1].dropout if found.results else {},
-        seconds=clock.elapsed() - t_prune,
-    )
-    records["pruned"] = save_pruned(run, found.model, outcome)
+    records["pruned"] = save_pruned(run, found.model, _outcome(found, clock.elapsed() - t_prune))
     _, pruned_meta = load_model(run.file("pruned"), allow_code=allow_code)
     bits = search_bits(found.model, data.train, data.val, limit, finetune, config, clock, trials,
                        log=log)  # fmt: skip
@@ -226,6 +218,19 @@ def compress_to_budget(
                       progress=progress, log=log)  # fmt: skip
     write_search(run_dir / "search.json", config, limit, records, trials, clock.elapsed())
     return report, chosen
+
+
+def _outcome(found: PruneSearch, seconds: float) -> PruneOutcome:
+    """The pruning phase's outcome, as :func:`~deep_compression.phases.prune_phase` would
+    have returned it for the chosen schedule."""
+    return PruneOutcome(
+        schedule=found.schedule,
+        rounds=tuple(r.to_dict() for r in found.results),
+        sparsity=sparsity_report(found.model),
+        test_error=found.val_error,
+        dropout=found.results[-1].dropout if found.results else {},
+        seconds=seconds,
+    )
 
 
 def _record_state(
