@@ -132,8 +132,12 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "budget")
     p.add_argument("--max-minutes", type=float, default=None, help="passed to compress")
     p.add_argument("--csv", type=Path, default=RESULTS / "budget.csv")
+    p.add_argument("--report", action="store_true", help="only rewrite budget.md from the CSV")
     args = p.parse_args()
     rows = _read(args.csv)
+    if args.report:
+        write_markdown(rows, args.csv.with_suffix(".md"))
+        return
     done = {(r["model"], r["dataset"], float(r["budget"]), int(r["seed"])) for r in rows}
     for model in args.models:
         for dataset in args.datasets:
