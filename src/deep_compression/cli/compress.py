@@ -159,7 +159,7 @@ def _print_report(report, run_dir: Path) -> None:  # type: ignore[no-untyped-def
 def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code: bool) -> None:  # type: ignore[no-untyped-def]
     """Load the run's three checkpoints (and the test data for the sensitivity curves)
     and draw every plot into ``run_dir/plots``."""
-    from deep_compression.data import load_data
+    from deep_compression.data import ValidationConfig, carve_validation, load_data
     from deep_compression.loading import load_model
     from deep_compression.prune.sensitivity import sensitivity_analysis, write_csv
     from deep_compression.report.plots import write_run_plots
@@ -169,14 +169,21 @@ def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code:
     quantized, meta = load_model(run_dir / "quantized.safetensors", allow_code=allow_code)
     result = None
     if sensitivity:
-        test = load_data(
+        data = load_data(
             dataset_of(None, meta.dataset, meta.details),
             data_dir,
             allow_code=allow_code,
             preprocessing=meta.preprocessing,
-        ).test
+        )
+        # Measured on the run's validation split when it had one (it guides decisions).
+        split = meta.details.get("validation")
+        if split:
+            data = carve_validation(data, ValidationConfig.from_value(split))
         result = sensitivity_analysis(
-            dense, test, _SENSITIVITY_THRESHOLDS, progress=progress_enabled()
+            dense,
+            data.val if data.val is not None else data.test,
+            _SENSITIVITY_THRESHOLDS,
+            progress=progress_enabled(),
         )
         (run_dir / "plots").mkdir(exist_ok=True)
         write_csv(result, run_dir / "plots" / "sensitivity.csv")
