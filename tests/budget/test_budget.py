@@ -178,9 +178,10 @@ def test_cli_budget_and_no_retrain_runs(
     again = run_cli("compress", *common, "--out-dir", str(run))
     assert again.returncode == 1 and "holds a run" in again.stderr
     nr = tmp_path / "nr"
-    proc = run_cli("compress", *common, "--no-retrain", "--out-dir", str(nr))
+    proc = run_cli("compress", *common, "--no-retrain", "--calibration", "0", "--out-dir", str(nr))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads((nr / "report.json").read_text())
+    assert doc["calibration_images"] == 0  # data-free: only the validation check
     assert doc["file_bytes"] == (nr / "model.dcz").stat().st_size
     assert doc["final"]["val_error"] <= doc["dense"]["val_error"] + 0.01 + 1e-9
     for bad, message in [

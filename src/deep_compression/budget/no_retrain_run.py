@@ -40,6 +40,7 @@ def compress_no_retrain(
     data_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     allow_code: bool = False,
+    calibration_images: int = CALIBRATION_IMAGES,
     log: Log = print,
 ) -> dict[str, Any]:
     """Write ``run_dir/model.dcz``, ``report.json``, ``report.md`` and ``search.json``.
@@ -49,6 +50,8 @@ def compress_no_retrain(
             .starting_recipe`).
         checkpoint: the trained model.
         max_error_increase: budget in points of validation error above the dense model's.
+        calibration_images: training images whose activations weight the quantization
+            error (GPTQ-style); 0 for none (no data beyond the validation check).
 
     Returns:
         The report (``report.json``'s content).
@@ -66,7 +69,11 @@ def compress_no_retrain(
     meta = base_meta(recipe, ckpt_meta, data.info.preprocessing)
     # The file's metadata, given to the search too so that its sizes are the file's.
     file_meta = replace(meta, stage="quantized", details={}).to_dict()
-    calibration = calibration_batch(data.train, CALIBRATION_IMAGES, recipe.seed)
+    calibration = (
+        calibration_batch(data.train, calibration_images, recipe.seed)
+        if calibration_images
+        else None
+    )
 
     def val_error(m: Any) -> float:
         return 100.0 * (1.0 - evaluate(m, data.val)[1])
@@ -90,6 +97,7 @@ def compress_no_retrain(
         "original_bytes": report.original_bytes,
         "rate": report.rate,
         "lam": result.config.lam,
+        "calibration_images": calibration_images,
         "seconds": round(result.seconds, 1),
     }  # fmt: skip
     write_json(run_dir / "report.json", doc)

@@ -46,6 +46,14 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
         "for when the training pipeline is not at hand (docs/NO_RETRAIN.md)",
     )
     b.add_argument(
+        "--calibration",
+        type=nonnegative_int,
+        default=512,
+        metavar="N",
+        help="with --no-retrain: training images whose activations weight the quantization "
+        "error; 0 for none (no data but the validation split)",
+    )
+    b.add_argument(
         "--max-minutes",
         type=positive_float,
         metavar="M",
@@ -256,7 +264,8 @@ def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None
     run_dir = args.out_dir or Path("runs") / "compress" / name
     compress_no_retrain(recipe, checkpoint, run_dir, args.max_error_increase,
                         data_dir=args.data_dir, force=args.force or args.restart,
-                        allow_code=args.allow_code or args.model is not None)  # fmt: skip
+                        allow_code=args.allow_code or args.model is not None,
+                        calibration_images=args.calibration)  # fmt: skip
     print()
     print((run_dir / "report.md").read_text())
     if out is not None:
