@@ -22,6 +22,7 @@ measured for the report only.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import replace
@@ -196,7 +197,9 @@ def compress_to_budget(
     config, retrain, finetune = _settings(config, data, dense, retrain, finetune)
     n_layers = len(sparsity_report(dense).layers)
     delta = max(0.01, 0.2 * records["dense"]["val_error"])
-    exponents = layer_exponents(dense, data.val, delta, trials, clock)
+    # The scan takes at most a tenth of a time budget (one evaluation per layer).
+    scan_s = 0.1 * 60 * config.max_minutes if config.max_minutes else math.inf
+    exponents = layer_exponents(dense, data.val, delta, trials, clock, max_seconds=scan_s)
     log("[budget] pruning exponents " + ", ".join(f"{n} {a:.2f}" for n, a in exponents.items()))
 
     def reserve(epoch: float) -> float:

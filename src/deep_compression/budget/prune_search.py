@@ -42,10 +42,10 @@ from deep_compression.prune import (
 )
 from deep_compression.train import TrainConfig, evaluate
 
-__all__ = ["SENSITIVITY_GRID", "layer_exponents", "PruneSearch", "search_pruning"]
+__all__ = ["SENSITIVITY_KEEP", "layer_exponents", "PruneSearch", "search_pruning"]
 
-# Kept fractions of the sensitivity scan (one layer at a time, no retraining).
-SENSITIVITY_GRID = (0.5, 0.3, 0.2, 0.1, 0.05)
+# The sensitivity check: each layer pruned alone to half its weights, no retraining.
+SENSITIVITY_KEEP = 0.5
 MIN_EXPONENT = 0.1  # every layer is pruned at least a little as the others go down
 MIN_KEEP = 0.002  # no layer keeps less than 0.2% of its weights
 
@@ -57,10 +57,17 @@ def _error(model: nn.Module, data: Dataset) -> float:
 
 
 def layer_exponents(
-    model: nn.Module, val: Dataset, delta: float, trials: list[Trial], clock: Clock
+    model: nn.Module,
+    val: Dataset,
+    delta: float,
+    trials: list[Trial],
+    clock: Clock,
+    *,
+    max_seconds: float = math.inf,
 ) -> dict[str, float]:
-    """``{layer: a_l}``: the size prior, halved for layers a one-layer-at-a-time
-    magnitude-pruning scan on ``val`` finds fragile (see the module docs).
+    """``{layer: a_l}``: the size prior, halved for layers that pruning alone to
+    :data:`SENSITIVITY_KEEP` of their weights (magnitude, no retraining) costs more than
+    ``delta`` of validation error (see the module docs). One evaluation per layer.
 
     Args:
         model: the dense model (left unchanged).
@@ -68,29 +75,29 @@ def layer_exponents(
         delta: the error increase (a fraction, 0.01 = 1 point) a layer may cause alone.
         trials: every measurement is appended here.
         clock: for the trial times.
+        max_seconds: the scan stops when it has taken this long (the layers not reached
+            keep the prior: a time budget must not go to the scan).
     """
+    t0 = clock.elapsed()
     base = _error(model, val)
-    layers = list(prunable_layers(model))
-    smallest: dict[str, float] = {}
+    layers = prunable_layers(model)
+    fragile = set()
     for name in layers:
-        smallest[name] = 1.0
-        for keep in SENSITIVITY_GRID:
-            trial = copy.deepcopy(model)
-            criteria = {"*": NoPruning(), name: KeepFraction(keep)}
-            prune_(trial, criteria)
-            err = _error(trial, val)
-            ok = err - base <= delta
-            trials.append(
-                Trial("sensitivity", {"layer": name, "keep": keep}, err, ok, clock.elapsed())
-            )
-            if not ok:
-                break
-            smallest[name] = keep
-    sizes = {name: max(2, prunable_layers(model)[name].weight.numel()) for name in layers}
+        if clock.elapsed() - t0 > max_seconds or len(layers) == 1:
+            break
+        trial = copy.deepcopy(model)
+        prune_(trial, {"*": NoPruning(), name: KeepFraction(SENSITIVITY_KEEP)})
+        err = _error(trial, val)
+        ok = err - base <= delta
+        trials.append(Trial("sensitivity", {"layer": name, "keep": SENSITIVITY_KEEP}, err, ok,
+                            clock.elapsed()))  # fmt: skip
+        if not ok:
+            fragile.add(name)
+    sizes = {name: max(2, layer.weight.numel()) for name, layer in layers.items()}
     n_max = max(sizes.values())
     return {
         name: max(MIN_EXPONENT, (math.log(n) / math.log(n_max)) ** 2)
-        * (0.5 if smallest[name] >= SENSITIVITY_GRID[0] and len(layers) > 1 else 1.0)
+        * (0.5 if name in fragile else 1.0)
         for name, n in sizes.items()
     }
 
