@@ -34,9 +34,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 
 def latency_ms(model, batch: int, repeats: int) -> float:  # type: ignore[no-untyped-def]
-    from latency import time_forward
-
     import torch
+    from latency import time_forward
 
     x = torch.randn(batch, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     return 1000 * statistics.median(time_forward(model, x, 100 if batch == 1 else 10, repeats))

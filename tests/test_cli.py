@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from deep_compression.checkpoint import read_meta
 from deep_compression.cli import build_parser, main
 
 
@@ -56,10 +57,18 @@ def test_unreadable_checkpoint_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.mnist
 def test_train_then_evaluate(mnist, tmp_path: Path) -> None:
     out = tmp_path / "d.safetensors"
-    proc = run_cli("train", "--model", "lenet-300-100", "--epochs", "1", "--out", str(out))
+    proc = run_cli("train", "--model", "lenet-300-100", "--epochs", "1", "--val-size", "2000",
+                   "--val-seed", "4", "--out", str(out))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "test error" in proc.stdout and out.is_file()
+    assert "58,000 train / 2,000 validation / 10,000 test images" in proc.stdout
+    assert "val error" in proc.stdout and "test error" in proc.stdout and out.is_file()
+    # The checkpoint records the split it held out (compress holds out the same) and the
+    # test error measured once, at the end.
+    meta = read_meta(out)
+    assert meta is not None and meta.details["validation"] == {"size": 2000, "seed": 4}
+    printed_test = float(proc.stdout.split("test error ")[-1].split("%")[0])
+    assert 100 * meta.test_error == pytest.approx(printed_test, abs=0.006)
     proc = run_cli("evaluate", str(out))
     assert proc.returncode == 0, proc.stderr
     error = float(proc.stdout.split("error ")[1].split("%")[0])
-    assert error < 5.0
+    assert error < 5.0 and error == pytest.approx(printed_test, abs=0.006)

@@ -28,6 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("phases", "recipe", "export", "no_retrain"),
     ("report",),
     ("pipeline",),
+    ("budget",),
     ("cli", "__main__"),
 ]
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}

@@ -147,7 +147,7 @@ def progress_enabled() -> bool:
     return os.environ.get("DEEP_COMPRESSION_PROGRESS", "1") != "0"
 
 
-def _model_arg(text: str) -> tuple[str, object]:
+def model_arg(text: str) -> tuple[str, object]:
     """``KEY=VALUE``; VALUE is read as JSON (numbers, true, lists...), else as a string."""
     import json
 
@@ -174,7 +174,7 @@ def add_model_args(parser: argparse.ArgumentParser, *, required: bool = False) -
     parser.add_argument(
         "--model-arg",
         action="append",
-        type=_model_arg,
+        type=model_arg,
         default=[],
         metavar="KEY=VALUE",
         help="keyword argument of --model, repeatable (VALUE read as JSON if it parses)",

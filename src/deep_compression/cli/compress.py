@@ -9,17 +9,77 @@ from pathlib import Path
 from deep_compression.cli._common import (
     add_data_args,
     add_force_arg,
+    add_validation_args,
     check_out,
     dataset_of,
     existing_file,
+    model_arg,
+    nonnegative_float,
+    nonnegative_int,
+    positive_float,
     progress_enabled,
     setup_threads,
+    validation_of,
 )
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import check_output
 
 # The thresholds s (x std) of the sensitivity curves drawn with every run.
 _SENSITIVITY_THRESHOLDS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+
+
+def _add_budget_args(c: argparse.ArgumentParser) -> None:
+    b = c.add_argument_group(
+        "compress to an accuracy budget (no recipe needed; docs in deep_compression.budget)"
+    )
+    b.add_argument(
+        "--max-error-increase",
+        type=nonnegative_float,
+        metavar="P",
+        help="search pruning, bits and coding for the smallest file whose validation error "
+        "stays within P points of the dense model's; writes the chosen recipe.toml",
+    )
+    b.add_argument(
+        "--no-retrain",
+        action="store_true",
+        help="no gradient step: rate-distortion quantization of the trained weights only, "
+        "for when the training pipeline is not at hand (docs/NO_RETRAIN.md)",
+    )
+    b.add_argument(
+        "--calibration",
+        type=nonnegative_int,
+        default=512,
+        metavar="N",
+        help="with --no-retrain: training images whose activations weight the quantization "
+        "error; 0 for none (no data but the validation split)",
+    )
+    b.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        metavar="M",
+        help="wall-time budget of the search: fewer epochs per step, pruning stops early",
+    )
+    b.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the search's "
+                   "retraining (default: the recipe's, else 0)")  # fmt: skip
+    b.add_argument(
+        "--model",
+        metavar="SPEC",
+        help="the checkpoint's model when it does not say (a built-in or file.py:name)",
+    )
+    b.add_argument(
+        "--model-arg",
+        action="append",
+        type=model_arg,
+        default=[],
+        metavar="KEY=VALUE",
+        help="keyword argument of --model, repeatable",
+    )
+    b.add_argument(
+        "--dataset",
+        metavar="DATASET",
+        help="a built-in name, an image folder or an .npz file (default: what the checkpoint says)",
+    )
+    add_validation_args(b, default=None)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,12 +111,19 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--train", action="store_true", help="train the dense model first (recipe's [train])"
     )
-    c.add_argument("--recipe", required=True, type=existing_file, help="recipe TOML file")
+    c.add_argument(
+        "--recipe",
+        type=existing_file,
+        help="recipe TOML file (with --max-error-increase: optional, its model, dataset, "
+        "validation split, seed and retraining settings are the defaults)",
+    )
+    _add_budget_args(c)
     c.add_argument(
         "--out-dir",
         type=Path,
         metavar="DIR",
-        help="run directory (default: runs/compress/<recipe name>)",
+        help="run directory (default: runs/compress/<recipe name>, or "
+        "<checkpoint name>-budget<P> with --max-error-increase)",
     )
     c.add_argument(
         "-o", "--out", type=Path, metavar="FILE", help="also copy the final .dcz (and report) here"
@@ -100,7 +167,7 @@ def _print_report(report, run_dir: Path) -> None:  # type: ignore[no-untyped-def
 def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code: bool) -> None:  # type: ignore[no-untyped-def]
     """Load the run's three checkpoints (and the test data for the sensitivity curves)
     and draw every plot into ``run_dir/plots``."""
-    from deep_compression.data import load_data
+    from deep_compression.data import ValidationConfig, carve_validation, load_data
     from deep_compression.loading import load_model
     from deep_compression.prune.sensitivity import sensitivity_analysis, write_csv
     from deep_compression.report.plots import write_run_plots
@@ -110,14 +177,21 @@ def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code:
     quantized, meta = load_model(run_dir / "quantized.safetensors", allow_code=allow_code)
     result = None
     if sensitivity:
-        test = load_data(
+        data = load_data(
             dataset_of(None, meta.dataset, meta.details),
             data_dir,
             allow_code=allow_code,
             preprocessing=meta.preprocessing,
-        ).test
+        )
+        # Measured on the run's validation split when it had one (it guides decisions).
+        split = meta.details.get("validation")
+        if split:
+            data = carve_validation(data, ValidationConfig.from_value(split))
         result = sensitivity_analysis(
-            dense, test, _SENSITIVITY_THRESHOLDS, progress=progress_enabled()
+            dense,
+            data.val if data.val is not None else data.test,
+            _SENSITIVITY_THRESHOLDS,
+            progress=progress_enabled(),
         )
         (run_dir / "plots").mkdir(exist_ok=True)
         write_csv(result, run_dir / "plots" / "sensitivity.csv")
@@ -135,28 +209,122 @@ def run_compress(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or args.checkpoint_opt
     if (checkpoint is None) == (not args.train):
         raise ConfigError("give a dense CHECKPOINT or --train (one of them)")
+    budget = args.max_error_increase is not None
+    if budget and args.train:
+        raise ConfigError("--max-error-increase starts from a dense CHECKPOINT, not --train")
+    if not budget:
+        if args.no_retrain:
+            raise ConfigError("--no-retrain goes with --max-error-increase P")
+        options = ("max_minutes", "model", "dataset", "val_size", "seed")
+        extra = [f for f in options if getattr(args, f) is not None]
+        extra += ["model_arg"] if args.model_arg else []
+        if extra:
+            raise ConfigError(f"--{extra[0].replace('_', '-')} goes with --max-error-increase "
+                              "(a recipe says it otherwise)")  # fmt: skip
+        if args.recipe is None:
+            raise ConfigError("give --recipe, or --max-error-increase to search one")
     out = check_out(args, ".dcz")
     if out is not None:  # copy_final writes the report beside the file
         for suffix in (".report.json", ".report.md"):
             check_output(out.with_name(out.stem + suffix), force=args.force, what="--out")
-    recipe = load_recipe(args.recipe)
-    run_dir = args.out_dir or Path("runs") / "compress" / args.recipe.stem
-    report = compress(
-        recipe,
-        run_dir,
-        checkpoint=checkpoint,
-        data_dir=args.data_dir,
-        restart=args.restart,
-        force=args.force,
-        allow_code=args.allow_code,
-        progress=progress_enabled(),
-    )
+    if budget and args.no_retrain:
+        return _run_no_retrain(args, checkpoint, out)
+    if budget:
+        report, run_dir = _run_budget(args, checkpoint)
+    else:
+        recipe = load_recipe(args.recipe)
+        run_dir = args.out_dir or Path("runs") / "compress" / args.recipe.stem
+        report = compress(
+            recipe,
+            run_dir,
+            checkpoint=checkpoint,
+            data_dir=args.data_dir,
+            restart=args.restart,
+            force=args.force,
+            allow_code=args.allow_code,
+            progress=progress_enabled(),
+        )
     if not args.no_plots:
         _write_plots(run_dir, report, args.data_dir, True, args.allow_code)
     _print_report(report, run_dir)
+    if budget:
+        print(f"chosen recipe: {run_dir / 'recipe.toml'}; every candidate: search.json")
     if out is not None:
         print(f"copied the final file to {copy_final(run_dir, out)}")
     return 0
+
+
+def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None) -> int:
+    from deep_compression.budget.no_retrain_run import compress_no_retrain
+    from deep_compression.pipeline import copy_final
+
+    recipe = _starting_recipe(args, checkpoint)
+    stem = Path(checkpoint).stem
+    name = f"{stem}-no-retrain{args.max_error_increase:g}"
+    run_dir = args.out_dir or Path("runs") / "compress" / name
+    compress_no_retrain(recipe, checkpoint, run_dir, args.max_error_increase,
+                        data_dir=args.data_dir, force=args.force or args.restart,
+                        allow_code=args.allow_code or args.model is not None,
+                        calibration_images=args.calibration)  # fmt: skip
+    print()
+    print((run_dir / "report.md").read_text())
+    if out is not None:
+        print(f"copied the final file to {copy_final(run_dir, out)}")
+    return 0
+
+
+def _starting_recipe(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
+    """Model, dataset, validation split and seed of a budget run: the options, else the
+    ``--recipe``, else what the checkpoint says."""
+    from deep_compression.budget import starting_recipe
+    from deep_compression.data import DatasetConfig
+    from deep_compression.models import resolve_spec
+    from deep_compression.recipe import load_recipe
+
+    defaults = load_recipe(args.recipe) if args.recipe is not None else None
+    seed = args.seed if args.seed is not None else defaults.seed if defaults else 0
+    validation = None if args.val_size is None else validation_of(args)
+    dataset = DatasetConfig.from_value(args.dataset) if args.dataset is not None else None
+    model = resolve_spec(args.model) if args.model is not None else None
+    return starting_recipe(
+        checkpoint,
+        model=model or (defaults.model if defaults else None),
+        model_args=dict(args.model_arg) if args.model_arg else
+        (dict(defaults.model_args) if defaults else None),
+        dataset=dataset or (defaults.dataset if defaults else None),
+        validation=validation or (defaults.validation if defaults and
+                                  defaults.validation.enabled else None),
+        seed=seed,
+    )  # fmt: skip
+
+
+def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
+    """``compress --max-error-increase``: the search of :mod:`deep_compression.budget`."""
+    from dataclasses import replace
+
+    from deep_compression.budget import BudgetConfig, compress_to_budget
+    from deep_compression.budget.config import FINETUNE, RETRAIN
+    from deep_compression.recipe import load_recipe
+
+    defaults = load_recipe(args.recipe) if args.recipe is not None else None
+    recipe = _starting_recipe(args, checkpoint)
+    config = BudgetConfig(args.max_error_increase, max_minutes=args.max_minutes, seed=recipe.seed)
+    stem = Path(checkpoint).stem
+    name = f"{stem}-budget{config.max_error_increase:g}"
+    run_dir = args.out_dir or Path("runs") / "compress" / name
+    report, _ = compress_to_budget(
+        recipe,
+        checkpoint,
+        run_dir,
+        config,
+        data_dir=args.data_dir,
+        force=args.force or args.restart,
+        allow_code=args.allow_code or args.model is not None,
+        progress=progress_enabled(),
+        retrain=replace(defaults.prune.retrain) if defaults else RETRAIN,
+        finetune=replace(defaults.quantize.finetune) if defaults else FINETUNE,
+    )
+    return report, run_dir
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -53,12 +53,14 @@ __all__ = [
     "compress",
     "copy_final",
     "phase_digests",
+    "describe_source",
+    "base_meta",
     "PHASES",
     "STAGE_FILES",
 ]
 
 
-def _source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMeta | None]:
+def describe_source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMeta | None]:
     """A description of the starting point (for the digests) and the checkpoint's
     metadata (None for a plain state dict), after checking that checkpoint and recipe
     agree."""
@@ -89,7 +91,7 @@ def _open_state(run_dir: Path, restart: bool, force: bool, run_key: str) -> RunS
     return state
 
 
-def _base_meta(
+def base_meta(
     recipe: Recipe, ckpt_meta: CheckpointMeta | None, preprocessing: dict[str, Any]
 ) -> CheckpointMeta:
     """The metadata every file of the run starts from."""
@@ -141,14 +143,14 @@ def compress(
     """
     run_dir = Path(run_dir)
     ckpt = Path(checkpoint) if checkpoint is not None else None
-    source, ckpt_meta = _source(recipe, ckpt)
+    source, ckpt_meta = describe_source(recipe, ckpt)
     recipe.check_layers(make_model(recipe.model, recipe.model_args, allow_code=allow_code))
     digests = phase_digests(recipe, source)
     state = _open_state(run_dir, restart, force, digest(source, recipe.digest()))
     data = carve_validation(
         load_data(recipe.dataset, data_dir, allow_code=allow_code), recipe.validation
     )
-    base = _base_meta(recipe, ckpt_meta, data.info.preprocessing)
+    base = base_meta(recipe, ckpt_meta, data.info.preprocessing)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.json", recipe.to_dict())
     if data.val is not None:

@@ -23,6 +23,8 @@ from deep_compression.loading import load_dcz, load_model
 from deep_compression.models import make_model
 from deep_compression.phases import (
     Log,
+    PruneOutcome,
+    QuantizeOutcome,
     encode_phase,
     prune_phase,
     quantize_phase,
@@ -38,7 +40,16 @@ from deep_compression.records import CheckpointMeta
 from deep_compression.shrink import SHRUNK_KEY, shrunk_marker
 from deep_compression.train import seed_everything
 
-__all__ = ["Run", "dense_step", "shrink_step", "prune_step", "quantize_step", "encode_step"]
+__all__ = [
+    "Run",
+    "dense_step",
+    "shrink_step",
+    "prune_step",
+    "quantize_step",
+    "encode_step",
+    "save_pruned",
+    "save_quantized",
+]
 
 
 @dataclass
@@ -176,10 +187,21 @@ def prune_step(run: Run) -> dict[str, Any]:
         reference=reference,
         label=run.label,
     )
+    partial_done = save_pruned(run, model, outcome, base)
+    partial.unlink(missing_ok=True)
+    return partial_done
+
+
+def save_pruned(
+    run: Run, model: nn.Module, outcome: PruneOutcome, base: CheckpointMeta | None = None
+) -> dict[str, Any]:
+    """Write ``pruned.safetensors`` and return the phase's record (also used by the
+    budget search, which chooses the rounds itself). ``base``: the metadata to start
+    from (a shrunk network's), default ``run.base``."""
+    base = base if base is not None else run.base
     errors = run.errors(model, outcome.test_error)
     meta = with_stage(base, "pruned", errors["test_error"], prune=outcome.details())
     save_checkpoint(run.file("pruned"), model, replace(meta, model=outcome.model_spec(meta.model)))
-    partial.unlink(missing_ok=True)
     return {
         "files": [run.file("pruned").name],
         **errors,
@@ -199,6 +221,14 @@ def quantize_step(run: Run) -> dict[str, Any]:
         log=run.log,
         label=run.label,
     )
+    return save_quantized(run, model, meta, outcome)
+
+
+def save_quantized(
+    run: Run, model: nn.Module, meta: CheckpointMeta, outcome: QuantizeOutcome
+) -> dict[str, Any]:
+    """Write ``quantized.safetensors`` (``meta``: the pruned model's) and return the
+    phase's record."""
     errors = run.errors(model, outcome.test_error)
     meta = with_stage(meta, "quantized", errors["test_error"], quantize=outcome.details())
     save_checkpoint(run.file("quantized"), model, meta)

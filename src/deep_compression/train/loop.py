@@ -251,7 +251,8 @@ def _run_epoch(loop: _Loop, train: Data, test: Data | None, epoch: int) -> Epoch
     if loop.show:
         log(
             f"{loop.desc} epoch {epoch}/{loop.config.epochs}: loss {stats.train_loss:.4f} "
-            f"train acc {stats.train_accuracy:.4f} test error "
+            # "held-out": the validation split when there is one, else the test set.
+            f"train acc {stats.train_accuracy:.4f} held-out error "
             f"{100 * (1 - test_acc):.2f}% ({stats.seconds:.1f}s)"
         )
     return stats

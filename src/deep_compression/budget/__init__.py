@@ -1,0 +1,247 @@
+"""Compress to an accuracy budget: the smallest file whose validation error stays within
+``max_error_increase`` points of the dense model's, with no recipe to write.
+
+:func:`compress_to_budget` (``deep-compression compress CKPT --max-error-increase P``):
+
+1. the dense checkpoint is measured on the validation split (the images it says it held
+   out, else a fresh seeded hold-out; see :mod:`deep_compression.data.split`);
+2. a sensitivity scan sets each layer's share of the pruning
+   (:func:`~.prune_search.layer_exponents`);
+3. gradual pruning with retraining goes as far as the budget allows, undoing a round
+   that breaks it and retrying with a smaller step (:func:`~.prune_search.search_pruning`);
+4. bit widths drop, uniformly and then per layer, while within budget
+   (:func:`~.bits_search.search_bits`);
+5. the coding is chosen by size (``coder = "best"``, per-layer gap widths ``"auto"``).
+
+The chosen schedule is written as a recipe (``recipe.toml`` in the run directory): the
+run goes through the same files and ``pipeline.json`` as :func:`~deep_compression.pipeline
+.compress`, which then encodes and reports, and ``compress --recipe recipe.toml CKPT``
+repeats it bit for bit. Every candidate tried is in ``search.json``. The test set is
+measured for the report only.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from deep_compression.budget.bits_search import search_bits
+from deep_compression.budget.config import FINETUNE, RETRAIN, BudgetConfig, Clock, Trial
+from deep_compression.budget.prune_search import PruneSearch, layer_exponents, search_pruning
+from deep_compression.budget.recipe_file import write_recipe, write_search
+from deep_compression.checkpoint import read_meta
+from deep_compression.data import (
+    Data,
+    DatasetConfig,
+    ValidationConfig,
+    carve_validation,
+    load_data,
+)
+from deep_compression.encode import EncodeConfig
+from deep_compression.errors import ConfigError
+from deep_compression.loading import load_model
+from deep_compression.phases import Log, PruneOutcome
+from deep_compression.pipeline import base_meta, compress, describe_source, phase_digests
+from deep_compression.pipeline.state import RunState
+from deep_compression.pipeline.steps import Run, dense_step, save_pruned, save_quantized
+from deep_compression.progress import log as default_log
+from deep_compression.prune import NoPruning, PruneRound, PruneSchedule, sparsity_report
+from deep_compression.quantize import QuantizeConfig
+from deep_compression.recipe import Recipe, digest
+from deep_compression.records import RunReport
+from deep_compression.train import TrainConfig, evaluate
+
+__all__ = ["BudgetConfig", "Trial", "compress_to_budget", "starting_recipe"]
+
+_KEEP_ALL = PruneSchedule(rounds=(PruneRound({"*": NoPruning()}, {"epochs": 0}),))
+
+
+def starting_recipe(
+    checkpoint: str | os.PathLike[str],
+    *,
+    model: str | None = None,
+    model_args: dict[str, Any] | None = None,
+    dataset: DatasetConfig | None = None,
+    validation: ValidationConfig | None = None,
+    seed: int = 0,
+    log: Log = default_log,
+) -> Recipe:
+    """The recipe the search starts from: model, dataset and validation split from the
+    checkpoint's metadata (or the arguments, which win), nothing pruned or quantized yet.
+
+    The validation split is the one the checkpoint records it held out when it was
+    trained (``train --val-size``); a checkpoint that records none may have been trained
+    on those images, which makes its validation error, and so the budget, optimistic:
+    said in the log.
+    """
+    meta = read_meta(checkpoint)
+    details = meta.details if meta is not None else {}
+    spec = model or (meta.model.name if meta is not None else None)
+    if spec is None:
+        raise ConfigError(f"{checkpoint} does not say its model: pass --model")
+    args = model_args if model_args is not None else dict(meta.model.kwargs) if meta else {}
+    if dataset is None:
+        source = details.get("dataset_source") or (meta.dataset if meta else None)
+        if source is None:
+            raise ConfigError(f"{checkpoint} does not say its dataset: pass --dataset")
+        dataset = DatasetConfig.from_value(source)
+    recorded = details.get("validation")
+    if validation is None:
+        if recorded:
+            validation = ValidationConfig.from_value(recorded)
+        else:
+            validation = ValidationConfig()
+            log(f"[budget] {checkpoint} does not record a validation split: holding out "
+                f"{validation.size} images (seed {validation.seed}); if the model was trained "
+                "on them, its validation error is optimistic and the budget tighter")  # fmt: skip
+    if not validation.enabled:
+        raise ConfigError("compressing to a budget needs a validation split (--val-size > 0)")
+    return Recipe(model=spec, model_args=args, dataset=dataset, validation=validation, seed=seed,
+                  prune=_KEEP_ALL, quantize=QuantizeConfig(),
+                  encode=EncodeConfig(coder="best", gap_bits={"*": "auto"}))  # fmt: skip
+
+
+def _plan(config: BudgetConfig, epoch_s: float, n_layers: int) -> BudgetConfig:
+    """Fewer epochs per step when the time budget cannot hold the default plan (about ten
+    rounds, the polish and a dozen quantization candidates)."""
+    if config.max_minutes is None:
+        return config
+    planned = 10 * config.round_epochs + config.polish_epochs
+    planned += (len(config.bits) + n_layers + 2) * config.finetune_epochs
+    scale = 0.8 * 60 * config.max_minutes / max(1e-9, planned * epoch_s)
+    if scale >= 1:
+        return config
+    return replace(
+        config,
+        round_epochs=max(1, round(config.round_epochs * scale)),
+        polish_epochs=max(1, round(config.polish_epochs * scale)),
+        finetune_epochs=max(1, round(config.finetune_epochs * scale)),
+    )
+
+
+def _settings(
+    config: BudgetConfig, data: Data, dense: nn.Module, retrain: TrainConfig, finetune: TrainConfig
+) -> tuple[BudgetConfig, TrainConfig, TrainConfig]:
+    """The epochs planned for the time budget (one epoch's time estimated from an
+    evaluation pass: training costs about three), and the retraining and fine-tuning
+    configs with the search's epochs, seed and augmentation."""
+    assert data.val is not None
+    t0 = time.perf_counter()
+    evaluate(dense, data.val)
+    epoch_s = 3 * (time.perf_counter() - t0) * len(data.train) / len(data.val)
+    config = _plan(config, epoch_s, len(sparsity_report(dense).layers))
+    shape = data.info.input_shape
+    augment = config.augment
+    if augment is None:
+        augment = 1 if len(shape) == 3 and min(shape[1:]) >= 8 else 0
+    retrain = replace(retrain, epochs=config.round_epochs, seed=config.seed, augment=augment)
+    finetune = replace(finetune, epochs=config.finetune_epochs, seed=config.seed)
+    return config, retrain, finetune
+
+
+def compress_to_budget(
+    recipe: Recipe,
+    checkpoint: str | os.PathLike[str],
+    run_dir: str | os.PathLike[str],
+    config: BudgetConfig,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    force: bool = False,
+    allow_code: bool = False,
+    progress: bool = False,
+    log: Log = default_log,
+    retrain: TrainConfig = RETRAIN,
+    finetune: TrainConfig = FINETUNE,
+) -> tuple[RunReport, Recipe]:
+    """Search the schedule, bits and coding for ``checkpoint`` within ``config``'s budget
+    and write the run (files, ``report.*``, ``recipe.toml``, ``search.json``) to ``run_dir``.
+
+    Args:
+        recipe: the starting point (:func:`starting_recipe`, or a recipe the user gave).
+        checkpoint: the dense model.
+        config: the budget and the search's settings.
+        retrain, finetune: the retraining after each pruning round and the centroid
+            fine-tuning (default :data:`~.config.RETRAIN`, :data:`~.config.FINETUNE`); their
+            epochs and seeds are the search's (``config``).
+
+    Returns:
+        The report and the recipe chosen (the recipe replays the run exactly).
+
+    Raises:
+        ConfigError: ``run_dir`` holds a run and ``force`` is not given; bad settings.
+    """
+    clock = Clock(config.max_minutes)
+    run_dir, ckpt = Path(run_dir), Path(checkpoint)
+    if (run_dir / "pipeline.json").exists() and not force:
+        raise ConfigError(f"{run_dir} holds a run; pass --force to replace it or another --out-dir")
+    source, ckpt_meta = describe_source(recipe, ckpt)
+    data = carve_validation(load_data(recipe.dataset, data_dir, allow_code=allow_code),
+                            recipe.validation)  # fmt: skip
+    assert data.val is not None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = Run(recipe, run_dir, data.train, data.val, data.test,
+              base_meta(recipe, ckpt_meta, data.info.preprocessing),
+              phase_digests(recipe, source), progress, log, allow_code)  # fmt: skip
+    records = {"dense": dense_step(run, ckpt)}
+    dense, _ = load_model(run.file("dense"), allow_code=allow_code)
+    limit = records["dense"]["val_error"] + config.max_error_increase / 100
+    log(f"[budget] dense validation error {100 * records['dense']['val_error']:.2f}%: the "
+        f"limit is {100 * limit:.2f}%")  # fmt: skip
+    trials: list[Trial] = []
+    config, retrain, finetune = _settings(config, data, dense, retrain, finetune)
+    n_layers = len(sparsity_report(dense).layers)
+    delta = max(0.01, 0.2 * records["dense"]["val_error"])
+    # The scan takes at most a tenth of a time budget (one evaluation per layer).
+    scan_s = 0.1 * 60 * config.max_minutes if config.max_minutes else math.inf
+    exponents = layer_exponents(dense, data.val, delta, trials, clock, max_seconds=scan_s)
+    log("[budget] pruning exponents " + ", ".join(f"{n} {a:.2f}" for n, a in exponents.items()))
+
+    def reserve(epoch: float) -> float:
+        quantize = (len(config.bits) + n_layers + 2) * (config.finetune_epochs + 0.5)
+        return epoch * (config.polish_epochs + 0.5 + quantize)
+
+    t_prune = clock.elapsed()
+    found = search_pruning(dense, data.train, data.val, limit, exponents, retrain, config, clock,
+                           trials, reserve=reserve, progress=progress, log=log)  # fmt: skip
+    records["pruned"] = save_pruned(run, found.model, _outcome(found, clock.elapsed() - t_prune))
+    _, pruned_meta = load_model(run.file("pruned"), allow_code=allow_code)
+    bits = search_bits(found.model, data.train, data.val, limit, finetune, config, clock, trials,
+                       log=log)  # fmt: skip
+    records["quantized"] = save_quantized(run, bits.model, pruned_meta, bits.outcome)
+    chosen = replace(recipe, prune=found.schedule, quantize=bits.config)
+    _record_state(run_dir, chosen, source, records)
+    write_recipe(run_dir / "recipe.toml", chosen, config, records, checkpoint=ckpt)
+    report = compress(chosen, run_dir, checkpoint=ckpt, data_dir=data_dir, allow_code=allow_code,
+                      progress=progress, log=log)  # fmt: skip
+    write_search(run_dir / "search.json", config, limit, records, trials, clock.elapsed())
+    return report, chosen
+
+
+def _outcome(found: PruneSearch, seconds: float) -> PruneOutcome:
+    """The pruning phase's outcome, as :func:`~deep_compression.phases.prune_phase` would
+    have returned it for the chosen schedule."""
+    return PruneOutcome(
+        schedule=found.schedule,
+        rounds=tuple(r.to_dict() for r in found.results),
+        sparsity=sparsity_report(found.model),
+        test_error=found.val_error,
+        dropout=found.results[-1].dropout if found.results else {},
+        seconds=seconds,
+    )
+
+
+def _record_state(
+    run_dir: Path, recipe: Recipe, source: str, records: dict[str, dict[str, Any]]
+) -> None:
+    """``pipeline.json`` as :func:`compress` would have written it for ``recipe``, so it
+    reuses the phases the search ran and only encodes."""
+    digests = phase_digests(recipe, source)
+    state = RunState(run_dir / "pipeline.json", digest(source, recipe.digest()))
+    for phase in ("dense", "pruned", "quantized"):
+        state.record(phase, digests[phase], records[phase])

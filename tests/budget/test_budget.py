@@ -1,0 +1,194 @@
+"""Compressing to an accuracy budget: the search keeps every decision within the limit on
+the validation split, and the recipe it writes replays the run byte for byte."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deep_compression.budget import BudgetConfig, compress_to_budget, starting_recipe
+from deep_compression.budget.config import Clock
+from deep_compression.budget.prune_search import layer_exponents
+from deep_compression.checkpoint import save_checkpoint
+from deep_compression.data import (
+    DatasetConfig,
+    Split,
+    ValidationConfig,
+    carve_validation,
+    load_data,
+)
+from deep_compression.errors import ConfigError
+from deep_compression.models import make_model
+from deep_compression.pipeline import compress
+from deep_compression.recipe import load_recipe
+from deep_compression.records import CheckpointMeta, ModelSpec
+from deep_compression.train import TrainConfig, fit
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(mnist, tmp_path_factory) -> Path:
+    """3,000 training and 1,000 test MNIST images as an .npz dataset (fast to train)."""
+    train, test = mnist
+
+    def raw(s: Split) -> np.ndarray:  # back to the uint8 pixels the npz format stores
+        return np.round((s.x[:, 0].numpy() * 0.3081 + 0.1307) * 255).clip(0, 255).astype(np.uint8)
+
+    path = tmp_path_factory.mktemp("npz") / "digits.npz"
+    np.savez(path, x_train=raw(train)[:3000], y_train=train.y[:3000].numpy(),
+             x_test=raw(test)[:1000], y_test=test.y[:1000].numpy())  # fmt: skip
+    return path
+
+
+@pytest.fixture(scope="module")
+def dense_ckpt(tiny_npz: Path, tmp_path_factory) -> Path:
+    """LeNet-300-100 trained 3 epochs on the npz's training images minus the validation
+    split it records (as ``train --val-size`` does)."""
+    config = DatasetConfig("npz", str(tiny_npz))
+    split = ValidationConfig("auto", 0)
+    data = carve_validation(load_data(config), split)
+    torch.manual_seed(0)
+    model = make_model("lenet-300-100")
+    fit(model, data.train, None, TrainConfig(epochs=3, lr=0.05), progress=False)
+    path = tmp_path_factory.mktemp("dense") / "dense.safetensors"
+    meta = CheckpointMeta(model=ModelSpec("lenet-300-100", {}), stage="dense",
+                          dataset=config.label, preprocessing=data.info.preprocessing,
+                          details={"dataset_source": config.to_dict(),
+                                   "validation": split.to_dict()})  # fmt: skip
+    save_checkpoint(path, model, meta)
+    return path
+
+
+QUICK = dict(round_epochs=1, polish_epochs=1, finetune_epochs=1, max_rounds=3, bits=(5, 4),
+             min_bits=3, first_keep=0.3, step=0.4)  # fmt: skip
+
+
+@pytest.mark.mnist
+def test_search_stays_within_the_limit_and_its_recipe_replays_byte_for_byte(
+    dense_ckpt: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    recipe = starting_recipe(dense_ckpt, log=lines.append)
+    assert recipe.validation == ValidationConfig("auto", 0)  # read from the checkpoint
+    assert not any("does not record" in line for line in lines)
+    config = BudgetConfig(1.0, **QUICK)
+    report, chosen = compress_to_budget(recipe, dense_ckpt, tmp_path / "run", config,
+                                        log=lines.append)  # fmt: skip
+    search = json.loads((tmp_path / "run" / "search.json").read_text())
+    limit = search["limit_val_error"]
+    dense_val = report.phase("dense").val_error
+    assert limit == pytest.approx(dense_val + 0.01)
+    # Every decision was a validation measurement against the limit.
+    for t in search["trials"]:
+        if t["stage"] in ("prune", "bits"):
+            assert t["accepted"] == (t["val_error"] <= limit), t
+    assert report.phase("decoded").val_error <= limit
+    assert report.phase("decoded").test_error is not None
+    assert report.kept_fraction < 0.5 and report.final.rate > 10
+    assert [r for r in chosen.prune.rounds][-1].retrain == {"epochs": 1}  # the polish
+    # The recipe file loads back to the chosen recipe and replays the run exactly.
+    written = load_recipe(tmp_path / "run" / "recipe.toml")
+    assert written.to_dict() == chosen.to_dict()
+    text = (tmp_path / "run" / "recipe.toml").read_text()
+    assert text.startswith("# Chosen by deep-compression") and "limit" in text
+    compress(written, tmp_path / "replay", checkpoint=dense_ckpt, progress=False,
+             log=lambda _: None)  # fmt: skip
+    first = (tmp_path / "run" / "model.dcz").read_bytes()
+    assert (tmp_path / "replay" / "model.dcz").read_bytes() == first
+    # A finished run is not replaced without force.
+    with pytest.raises(ConfigError, match="holds a run"):
+        compress_to_budget(recipe, dense_ckpt, tmp_path / "run", config)
+
+
+@pytest.mark.mnist
+def test_a_checkpoint_without_a_recorded_split_is_flagged(tiny_npz: Path, tmp_path: Path) -> None:
+    config = DatasetConfig("npz", str(tiny_npz))
+    path = tmp_path / "plain.safetensors"
+    save_checkpoint(path, make_model("lenet-300-100"),
+                    CheckpointMeta(model=ModelSpec("lenet-300-100", {}), dataset=config.label,
+                                   details={"dataset_source": config.to_dict()}))  # fmt: skip
+    lines: list[str] = []
+    recipe = starting_recipe(path, log=lines.append)
+    assert recipe.validation.enabled and "optimistic" in lines[0]
+    with pytest.raises(ConfigError, match="validation split"):
+        starting_recipe(path, validation=ValidationConfig(0))
+
+
+class _Three(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = nn.Linear(64, 256)
+        self.b = nn.Linear(256, 32)
+        self.c = nn.Linear(32, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(torch.relu(self.b(torch.relu(self.a(x.flatten(1))))))
+
+
+def test_exponents_follow_the_size_prior_and_halve_fragile_layers() -> None:
+    torch.manual_seed(0)
+    model = _Three()
+    x = torch.randn(200, 64)
+    val = Split(x, model(x).argmax(1).detach())  # the model's own labels: 0% error
+    sizes = {"a": 64 * 256, "b": 256 * 32, "c": 32 * 4}
+    prior = {n: max(0.1, (math.log(s) / math.log(sizes["a"])) ** 2) for n, s in sizes.items()}
+    got = layer_exponents(model, val, delta=1.0, trials=[], clock=Clock(None))
+    assert got == pytest.approx(prior)  # nothing is fragile at a 100-point tolerance
+    fragile = layer_exponents(model, val, delta=0.0, trials=[], clock=Clock(None))
+    for n in sizes:  # halving a layer changes some labels: every layer is now fragile
+        assert fragile[n] == pytest.approx(prior[n] / 2)
+
+
+def test_the_time_budget_cuts_epochs() -> None:
+    from deep_compression.budget import _plan
+
+    config = BudgetConfig(0.5, max_minutes=1.0)
+    assert _plan(BudgetConfig(0.5), 100.0, 4) == BudgetConfig(0.5)
+    quick = _plan(config, 10.0, 4)  # 10 s epochs cannot fill 82 epochs in a minute
+    assert quick.round_epochs == quick.finetune_epochs == 1 and quick.polish_epochs < 15
+    assert _plan(config, 0.01, 4) == config
+    with pytest.raises(ConfigError):
+        BudgetConfig(-1)
+
+
+@pytest.mark.mnist
+def test_cli_budget_and_no_retrain_runs(
+    dense_ckpt: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import functools
+
+    from deep_compression.budget import no_retrain_run
+
+    # Sizing each no-retrain candidate with every coder takes seconds: 6 of them here.
+    search = functools.partial(no_retrain_run.compress_without_retraining, max_trials=6)
+    monkeypatch.setattr(no_retrain_run, "compress_without_retraining", search)
+    run = tmp_path / "run"
+    common = (str(dense_ckpt), "--max-error-increase", "1", "--no-plots")
+    # A time budget this small leaves one epoch per step and stops pruning early.
+    proc = run_cli("compress", *common, "--max-minutes", "0.2", "--out-dir", str(run),
+                   "-o", str(tmp_path / "small.dcz"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "chosen recipe:" in proc.stdout and "validation error" in proc.stdout
+    assert (tmp_path / "small.dcz").read_bytes() == (run / "model.dcz").read_bytes()
+    again = run_cli("compress", *common, "--out-dir", str(run))
+    assert again.returncode == 1 and "holds a run" in again.stderr
+    nr = tmp_path / "nr"
+    proc = run_cli("compress", *common, "--no-retrain", "--calibration", "0", "--out-dir", str(nr))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads((nr / "report.json").read_text())
+    assert doc["calibration_images"] == 0  # data-free: only the validation check
+    assert doc["file_bytes"] == (nr / "model.dcz").stat().st_size
+    assert doc["final"]["val_error"] <= doc["dense"]["val_error"] + 0.01 + 1e-9
+    for bad, message in [
+        (("--no-retrain",), "goes with --max-error-increase"),
+        (("--max-minutes", "3"), "goes with --max-error-increase"),
+    ]:
+        proc = run_cli("compress", str(dense_ckpt), *bad, "--out-dir", str(tmp_path / "x"))
+        assert proc.returncode == 1 and message in proc.stderr, proc.stderr
+    proc = run_cli("compress", str(dense_ckpt), "--out-dir", str(tmp_path / "x"))
+    assert proc.returncode == 1 and "--recipe" in proc.stderr
