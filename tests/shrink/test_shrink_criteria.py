@@ -126,3 +126,25 @@ def test_group_lasso_gradient_is_the_penalty_gradient() -> None:
     model.zero_grad()
     model(x).sum().backward()  # hooks removed on leaving the block
     assert not torch.allclose(model.fc1.weight.grad, expected["fc1.weight"])
+
+
+@pytest.mark.mnist
+def test_training_with_the_penalty_empties_channels(mnist_small) -> None:
+    """The same training with and without the penalty: with it, the group norms shrink
+    and the lasso-trained network has many more near-empty neurons."""
+    from deep_compression.shrink import prunable_groups
+    from deep_compression.train import TrainConfig, fit
+
+    train, _ = mnist_small
+    norms = {}
+    for strength in (0.0, 0.3):
+        torch.manual_seed(0)
+        model = build_model("lenet-300-100")
+        groups = prunable_groups(trace_groups(model, train.x[:1]))
+        with group_lasso(model, groups, strength):
+            fit(
+                model, train, None, TrainConfig(epochs=3, lr=0.01, weight_decay=0.0), progress=False
+            )
+        norms[strength] = channel_scores(model, groups[0], "lasso")
+    assert norms[0.3].sum() < 0.5 * norms[0.0].sum()
+    assert (norms[0.3] < 1e-3).sum() > 10 * max(1, int((norms[0.0] < 1e-3).sum()))
