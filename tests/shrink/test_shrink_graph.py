@@ -88,7 +88,7 @@ def _zero_channels(model: nn.Module, groups, keep) -> nn.Module:  # type: ignore
             for m in g.members:
                 layer = modules[m.module]
                 rows = [m.offset + c for c in removed]
-                if m.kind in ("out", "bn"):
+                if m.kind in ("out", "bn", "dw"):
                     layer.weight[rows] = 0
                     if layer.bias is not None:
                         layer.bias[rows] = 0
@@ -187,3 +187,42 @@ def test_bad_configs() -> None:
         ShrinkConfig(lasso=0.01)
     with pytest.raises(ConfigError, match="unknown keys"):
         ShrinkConfig.from_dict({"keeps": {}})
+
+
+class Separable(nn.Module):
+    """A depthwise convolution carries its input's channels, as a BatchNorm does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 6, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(6)
+        self.depthwise = nn.Conv2d(6, 6, 3, padding=1, groups=6)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.pointwise = nn.Conv2d(6, 4, 1)
+        self.fc = nn.Linear(4 * 4 * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn0(self.stem(x)))
+        x = F.relu(self.bn1(self.depthwise(x)))
+        return self.fc(F.max_pool2d(self.pointwise(x), 2).flatten(1))
+
+
+def test_depthwise_convolutions_follow_their_input() -> None:
+    torch.manual_seed(0)
+    model = Separable().eval()
+    _randomise_bn(model)
+    x = torch.randn(3, 1, 8, 8)
+    groups = {g.name: g for g in trace_groups(model, x)}
+    kinds = {(m.module, m.kind) for m in groups["stem"].members}
+    assert kinds == {
+        ("stem", "out"),
+        ("bn0", "bn"),
+        ("depthwise", "dw"),
+        ("bn1", "bn"),
+        ("pointwise", "in"),
+    }
+    keep = {"stem": [0, 2, 5], "pointwise": [1, 3]}
+    ref = _zero_channels(model, list(groups.values()), keep)
+    remove_channels_(model, list(groups.values()), keep)
+    assert model.depthwise.groups == model.depthwise.in_channels == 3
+    torch.testing.assert_close(model(x), ref(x), atol=1e-5, rtol=1e-5)

@@ -87,7 +87,7 @@ def channel_scores(model: nn.Module, group: ChannelGroup, criterion: str) -> tor
         return sum(g[: group.size] for g in gammas)  # type: ignore[return-value]
     if criterion == "lasso":
         with torch.no_grad():
-            parts = group_tensors(modules, group, ("out", "bn"))
+            parts = group_tensors(modules, group, ("out", "bn", "dw"))
             return sum(p.square().sum(1) for p in parts).sqrt()  # type: ignore[union-attr]
     raise ConfigError(f"unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}")
 

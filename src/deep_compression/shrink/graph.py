@@ -10,7 +10,8 @@ channel dimension (dim 1) from the layer that produces it to the layers that rea
 
 * ``Conv2d`` (ungrouped) and ``Linear`` start a new group of their output channels and
   read their input channels;
-* ``BatchNorm1d/2d`` carry per-channel tensors of their input's groups;
+* ``BatchNorm1d/2d`` and depthwise convolutions (``groups == in == out channels``) carry
+  per-channel tensors of their input's groups;
 * activations, pooling, dropout, spatial slicing ``x[:, :, ::2]`` pass channels through;
 * ``a + b`` (and ``-``, ``*``, ``torch.add``...) unite the groups of both operands,
   channel for channel;
@@ -54,7 +55,8 @@ class Member:
     Attributes:
         module: qualified name of the layer (``"layer1.0.conv1"``).
         kind: ``"out"`` (weight dim 0 and bias of a Conv2d or Linear), ``"bn"`` (a
-            BatchNorm's weight, bias and running statistics) or ``"in"`` (weight dim 1).
+            BatchNorm's weight, bias and running statistics), ``"dw"`` (a depthwise
+            convolution's filters and bias, one per channel) or ``"in"`` (weight dim 1).
         offset: the group's first channel within that dimension (after a concatenation).
         spatial: features per channel (``H * W`` for a Linear after a flatten, else 1).
     """
@@ -191,6 +193,10 @@ class _Tracer:
                 self.add_members(x, name, "bn")
                 self.maps[node] = self.maps[x]
                 return
+            if _depthwise(module) and self.maps[x][1] == 1:
+                self.add_members(x, name, "dw")
+                self.maps[node] = self.maps[x]
+                return
         if known and isinstance(module, _PASS_MODULES):
             self.maps[node] = self.maps[x]
             return
@@ -298,6 +304,13 @@ class _Tracer:
                         root.pinned = root.pinned or f"layer {name} is called {calls} times"
         roots = [self.groups[g] for g in range(len(self.groups)) if self.find(g) == g]
         return [g for g in roots if any(m.kind == "out" for m in g.members)]
+
+
+def _depthwise(module: nn.Module) -> bool:
+    """A convolution whose output channel ``c`` reads input channel ``c`` alone."""
+    if not isinstance(module, nn.Conv2d):
+        return False
+    return module.groups > 1 and module.groups == module.in_channels == module.out_channels
 
 
 def _flatten_args(args: object) -> list[object]:

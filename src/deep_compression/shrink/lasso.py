@@ -35,7 +35,7 @@ def lasso_penalty(model: nn.Module, groups: Sequence[ChannelGroup]) -> torch.Ten
     modules = dict(model.named_modules())
     total = torch.zeros(())
     for g in groups:
-        parts = group_tensors(modules, g, ("out", "bn"))
+        parts = group_tensors(modules, g, ("out", "bn", "dw"))
         total = total + sum(p.square().sum(1) for p in parts).clamp_min(_EPS).sqrt().sum()
     return total
 
@@ -48,7 +48,7 @@ def _slices(
     for g in groups:
         parts = []
         for m in g.members:
-            if m.kind in ("out", "bn"):
+            if m.kind in ("out", "bn", "dw"):
                 for name in ("weight", "bias"):
                     p = getattr(modules[m.module], name, None)
                     if isinstance(p, nn.Parameter):

@@ -93,7 +93,9 @@ def _channel_tensor(layer: nn.Module) -> torch.Tensor:
 def _set_sizes(layer: nn.Module) -> None:
     """The layer's size attributes (``in_channels``...) from its weight's shape."""
     shape = _channel_tensor(layer).shape
-    if isinstance(layer, nn.Conv2d):
+    if isinstance(layer, nn.Conv2d) and layer.groups > 1:  # depthwise stays depthwise
+        layer.out_channels = layer.in_channels = layer.groups = shape[0]
+    elif isinstance(layer, nn.Conv2d):
         layer.out_channels, layer.in_channels = shape[0], shape[1] * layer.groups
     elif isinstance(layer, nn.Linear):
         layer.out_features, layer.in_features = shape[0], shape[1]
@@ -184,7 +186,8 @@ def resize_to_(model: nn.Module, shapes: Mapping[str, Sequence[int]], where: str
         if old == new:
             continue
         grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
-        if len(old) != len(new) or old[2:] != new[2:] or grouped:
+        depthwise = grouped and layer.groups == old[0] and old[1] == new[1] == 1
+        if len(old) != len(new) or old[2:] != new[2:] or (grouped and not depthwise):
             raise FormatError(f"{where}: {key} has shape {new}, the model's layer is {old}")
         for tname, t in list(layer.named_parameters(recurse=False)) + list(
             layer.named_buffers(recurse=False)
