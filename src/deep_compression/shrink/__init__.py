@@ -17,6 +17,7 @@ pruning (:func:`deep_compression.phases.shrink_phase`).
 from deep_compression.shrink.config import ShrinkConfig, kept_count
 from deep_compression.shrink.core import (
     ShrinkReport,
+    check_keep,
     count_macs,
     plan_shrink,
     prunable_groups,
@@ -44,6 +45,7 @@ __all__ = [
     "ShrinkConfig",
     "kept_count",
     "ShrinkReport",
+    "check_keep",
     "count_macs",
     "plan_shrink",
     "prunable_groups",

@@ -16,7 +16,15 @@ from deep_compression.shrink.criteria import removal_order
 from deep_compression.shrink.graph import ChannelGroup, trace_groups
 from deep_compression.shrink.surgery import remove_channels_
 
-__all__ = ["ShrinkReport", "prunable_groups", "plan_shrink", "shrink_", "count_macs"]
+__all__ = [
+    "ShrinkReport",
+    "prunable_groups",
+    "check_keep",
+    "plan_shrink",
+    "shrink_",
+    "count_macs",
+    "float_bytes",
+]
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,20 @@ def prunable_groups(groups: Sequence[ChannelGroup]) -> list[ChannelGroup]:
     return [g for g in groups if not g.pinned]
 
 
+def check_keep(config: ShrinkConfig, groups: Sequence[ChannelGroup]) -> None:
+    """Every key of ``config.keep`` must match a group, and a pinned group named exactly
+    must keep all its channels (wildcards skip pinned groups).
+
+    Raises:
+        ConfigError: naming the key.
+    """
+    check_patterns(config.keep, [g.name for g in groups], "shrink.keep")
+    for g in groups:
+        amount = config.keep.get(g.name)
+        if g.pinned and amount is not None and kept_count(amount, g.size) < g.size:
+            raise ConfigError(f"shrink.keep.{g.name}: this group cannot be pruned ({g.pinned})")
+
+
 def plan_shrink(
     model: nn.Module,
     groups: Sequence[ChannelGroup],
@@ -89,13 +111,8 @@ def plan_shrink(
         ConfigError: a key of ``config.keep`` matches no prunable group, or names a
             pinned one with less than everything.
     """
+    check_keep(config, groups)
     free = {g.name: g for g in prunable_groups(groups)}
-    pinned = {g.name: g.pinned for g in groups if g.pinned}
-    check_patterns(config.keep, [*free, *pinned], "shrink.keep")
-    for key, amount in config.keep.items():
-        # Wildcards skip pinned groups; naming one exactly with less than all is an error.
-        if key in pinned and not (isinstance(amount, float) and amount == 1.0):
-            raise ConfigError(f"shrink.keep.{key}: this group cannot be pruned ({pinned[key]})")
     plan = {}
     for name, group in free.items():
         n = kept_count(resolve(config.keep, name, "shrink.keep"), group.size)

@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from deep_compression.progress import log as default_log
 from deep_compression.records import ModelSpec
 from deep_compression.shrink.config import ShrinkConfig
-from deep_compression.shrink.core import ShrinkReport, prunable_groups, shrink_
+from deep_compression.shrink.core import ShrinkReport, check_keep, prunable_groups, shrink_
 from deep_compression.shrink.graph import trace_groups
 from deep_compression.shrink.lasso import group_lasso
 from deep_compression.shrink.surgery import shrunk_spec
@@ -79,10 +79,11 @@ def shrink_phase(
     only (its weights, or ``config.calibration`` training images for ``reduce``)."""
     t0 = time.perf_counter()
     example = calibration_inputs(train, 2)
+    groups = trace_groups(model, example)
+    check_keep(config, groups)  # a typo costs seconds, not a training run
     trained = None
     if config.train is not None and config.train.epochs:
-        groups = prunable_groups(trace_groups(model, example))
-        with group_lasso(model, groups, config.lasso):
+        with group_lasso(model, prunable_groups(groups), config.lasso):
             fit(model, train, test, config.train, progress=progress, desc="shrink train")
         trained = 1.0 - evaluate(model, test)[1]
         log(f"[shrink] trained with group lasso {config.lasso}: {label} error {100 * trained:.2f}%")
