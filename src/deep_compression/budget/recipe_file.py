@@ -37,15 +37,15 @@ def write_recipe(
         f"# Chosen by deep-compression {__version__} (compress --max-error-increase "
         f"{config.max_error_increase}) for",
         f"# {checkpoint}",
-        f"# on the validation split ({recipe.validation.size} training images held out, "
-        f"seed {recipe.validation.seed}):",
+        f"# on the validation split (validation = {recipe.validation.size!r} training images "
+        f"held out, seed {recipe.validation.seed}):",
         f"#   dense      validation error {_pct(dense['val_error'])}, limit "
         f"{_pct(dense['val_error'] + config.max_error_increase / 100)}",
         f"#   pruned     {_pct(pruned['kept_fraction'])} of the weights kept, validation "
         f"error {_pct(pruned['val_error'])}",
         f"#   quantized  validation error {_pct(quantized['val_error'])}",
         "# Repeat the run exactly (same checkpoint, same files byte for byte):",
-        f"#   deep-compression compress --recipe {Path(path).name} {checkpoint}",
+        f"#   deep-compression compress --recipe {path} {checkpoint}",
         "",
     ]
     text = "\n".join(header) + "\n" + tomli_w.dumps(_toml_ready(recipe.to_dict()))
