@@ -47,7 +47,25 @@ def time_forward(model, x, iterations: int, repeats: int) -> list[float]:  # typ
     return out
 
 
-def measure(path: Path, batches: list[int], iterations: int, repeats: int, allow_code: bool):  # type: ignore[no-untyped-def]
+def onnx_forward(model, x):  # type: ignore[no-untyped-def]
+    """``x -> logits`` through onnxruntime (one intra-op thread) for ``model`` exported as
+    ``deep-compression export`` does: the same network, a runtime without PyTorch's
+    per-operator dispatch cost, which dominates tiny networks at batch 1."""
+    import onnxruntime
+
+    from deep_compression.export import _onnx_bytes
+
+    opts = onnxruntime.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.inter_op_num_threads = 1
+    session = onnxruntime.InferenceSession(
+        _onnx_bytes(model, x[:1]), opts, providers=["CPUExecutionProvider"]
+    )
+    return lambda inputs: session.run(None, {"input": inputs.numpy()})[0]
+
+
+def measure(path: Path, batches: list[int], iterations: int, repeats: int, allow_code: bool,
+            runtime: str = "torch"):  # type: ignore[no-untyped-def]  # fmt: skip
     import torch
 
     from deep_compression.loading import load_any
@@ -63,10 +81,12 @@ def measure(path: Path, batches: list[int], iterations: int, repeats: int, allow
     rows = []
     for b in batches:
         x = torch.randn((b, *shape[1:]), generator=gen)
-        times = time_forward(model, x, iterations if b == 1 else max(5, iterations // 8), repeats)
+        run = model if runtime == "torch" else onnx_forward(model, x)
+        times = time_forward(run, x, iterations if b == 1 else max(5, iterations // 8), repeats)
         rows.append(
             {
                 "file": path.name,
+                "runtime": runtime,
                 "model": f"{meta.model.name} {dict(meta.model.kwargs)}",
                 "params": count_parameters(model),
                 "macs": count_macs(model, x),
@@ -88,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--iterations", type=int, default=400, help="forward passes per timing")
     p.add_argument("--repeats", type=int, default=15, help="timings per batch size")
     p.add_argument("--allow-code", action="store_true")
+    p.add_argument(
+        "--runtime",
+        choices=("torch", "onnxruntime"),
+        default="torch",
+        help="run the models in PyTorch, or exported to ONNX in onnxruntime (1 thread)",
+    )
     args = p.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     import torch
@@ -95,12 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     rows = []
     for path in [args.dense, *args.shrunk]:
-        rows += measure(path, args.batches, args.iterations, args.repeats, args.allow_code)
+        rows += measure(path, args.batches, args.iterations, args.repeats, args.allow_code,
+                        args.runtime)  # fmt: skip
     dense = {r["batch"]: r["median_ms"] for r in rows[: len(args.batches)]}
     for r in rows:
         r["speedup"] = dense[r["batch"]] / r["median_ms"]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    csv_path = RESULTS / f"latency_{args.name}.csv"
+    suffix = "" if args.runtime == "torch" else f"_{args.runtime}"
+    csv_path = RESULTS / f"latency_{args.name}{suffix}.csv"
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
@@ -116,10 +144,10 @@ def main(argv: list[str] | None = None) -> int:
     table = "\n".join(lines)
     cmd = "python benchmarks/latency.py " + " ".join(sys.argv[1:] if argv is None else argv)
     md = (
-        f"# Latency: dense vs shrunk ({args.name})\n\nOne torch thread, "
+        f"# Latency: dense vs shrunk ({args.name}, {args.runtime})\n\nOne thread, "
         f"torch {torch.__version__}; median of {args.repeats} timings.\n\n`{cmd}`\n\n{table}\n"
     )
-    (RESULTS / f"latency_{args.name}.md").write_text(md)
+    csv_path.with_suffix(".md").write_text(md)
     print(table)
     print(f"wrote {csv_path} and {csv_path.with_suffix('.md')}")
     return 0
