@@ -359,11 +359,13 @@ def main() -> None:
         help="only the dense rows and the search (writes no_retrain_search.*)",
     )
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--tag", default="", help="suffix of the results files (no_retrain_<tag>.*)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     RESULTS.mkdir(parents=True, exist_ok=True)
     stem = "no_retrain_quick" if args.quick else "no_retrain"
     stem = "no_retrain_search" if args.search_only else stem
+    stem = f"{stem}_{args.tag}" if args.tag else stem
     train, test = load_dataset("mnist")
     perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
     val = Split(train.x[perm[:5000]], train.y[perm[:5000]])
