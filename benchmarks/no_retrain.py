@@ -51,7 +51,7 @@ import machine  # noqa: E402
 
 from deep_compression.data import Split, load_dataset  # noqa: E402
 from deep_compression.dcz import decode, to_bytes  # noqa: E402
-from deep_compression.encode import model_tensors  # noqa: E402
+from deep_compression.encode import file_metadata, model_tensors  # noqa: E402
 from deep_compression.loading import load_model  # noqa: E402
 from deep_compression.models import build_model  # noqa: E402
 from deep_compression.no_retrain import (  # noqa: E402
@@ -118,7 +118,9 @@ def from_arrays(name: str, arrays: dict[str, np.ndarray]) -> torch.nn.Module:
 
 
 def dcz_bytes(model: torch.nn.Module, meta: dict) -> bytes:
-    return to_bytes(model_tensors(model, "auto", "best"), meta, coder="best")
+    # The header as the writer (and the search's sizing) normalises it.
+    header = file_metadata(model, meta).to_dict()
+    return to_bytes(model_tensors(model, "auto", "best"), header, coder="best")
 
 
 def as_codebooks(model: torch.nn.Module) -> torch.nn.Module:
