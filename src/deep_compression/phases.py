@@ -318,6 +318,7 @@ class EncodeOutcome:
     report: EncodeReport
     test_error: float | None
     seconds: float
+    val_error: float | None = None
 
 
 def encode_phase(
@@ -327,13 +328,15 @@ def encode_phase(
     meta: CheckpointMeta,
     *,
     test: Dataset | None = None,
+    val: Dataset | None = None,
     log: Log = default_log,
 ) -> EncodeOutcome:
     """Write ``model`` to the ``.dcz`` file ``path`` with ``meta``, then decode it again.
 
     The writer checks every decoded tensor bit for bit against the model. With ``test``,
     the model decoded from the file is evaluated too, and its error must equal
-    ``meta.test_error`` when that was measured on the same split.
+    ``meta.test_error`` when that was measured on the same split; with ``val`` the same
+    decoded model is measured on that split too.
 
     Raises:
         DeepCompressionError: the decoded model's error differs from the model's.
@@ -345,16 +348,18 @@ def encode_phase(
     )
     dist.barrier(f"after writing {path}")
     report = report or read_report(path, config.coder)
-    error = None
-    if test is not None:
+    error = val_error = None
+    if test is not None or val is not None:
         decoded, _ = load_dcz(path, _plain_copy(model))
+        val_error = test_error(decoded, val) if val is not None else None
+    if test is not None:
         error = test_error(decoded, test)
         if meta.test_error is not None and error != meta.test_error:
             raise DeepCompressionError(
                 f"{path}: the decoded model's test error {_pct(error)} differs from the "
                 f"model's {_pct(meta.test_error)}"
             )
-    outcome = EncodeOutcome(report, error, time.perf_counter() - t0)
+    outcome = EncodeOutcome(report, error, time.perf_counter() - t0, val_error)
     log(
         f"[encode] {Path(path).name}: {report.file_bytes:,} bytes, {report.rate:.1f}x "
         f"({config.coder})"

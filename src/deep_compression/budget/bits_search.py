@@ -62,9 +62,10 @@ def search_bits(
     kept = {r.name: r.kept for r in sparsity_report(pruned).layers}
     # BatchNorm statistics are measured again on the quantized network (100 batches).
     bn = 100 if _has_batchnorm(pruned) else 0
-    last_s = [0.0]
+    last_s = 0.0  # seconds of the latest candidate: the next one must fit in the time left
 
     def attempt(bits: Mapping[str, int], stage: str) -> tuple[float, BitsSearch]:
+        nonlocal last_s
         t0 = clock.elapsed()
         qc = QuantizeConfig(bits=dict(bits), finetune=finetune, float16=True, bn_batches=bn)
         model = copy.deepcopy(pruned)
@@ -72,7 +73,7 @@ def search_bits(
         err = outcome.test_error
         ok = err <= limit
         trials.append(Trial(stage, {"bits": dict(bits)}, err, ok, clock.elapsed()))
-        last_s[0] = clock.elapsed() - t0
+        last_s = clock.elapsed() - t0
         shown = ", ".join(f"{n} {b}" for n, b in bits.items())
         log(f"[budget] bits {shown}: validation error {100 * err:.2f}%")
         return err, BitsSearch(qc, model, outcome, ok)
@@ -80,7 +81,7 @@ def search_bits(
     best: BitsSearch | None = None
     current: dict[str, int] = {}
     for b in config.bits:
-        if best is not None and not clock.affords(last_s[0]):
+        if best is not None and not clock.affords(last_s):
             break
         cand = {n: b for n in layers}
         _, found = attempt(cand, "bits")
@@ -93,7 +94,7 @@ def search_bits(
         log("[budget] no bit width keeps the validation error within the budget")
         return best
     for name in sorted(layers, key=lambda n: -kept.get(n, 0)):
-        while current[name] > config.min_bits and clock.affords(last_s[0]):
+        while current[name] > config.min_bits and clock.affords(last_s):
             cand = {**current, name: current[name] - 1}
             _, found = attempt(cand, "bits")
             if not found.within:

@@ -300,8 +300,6 @@ def _starting_recipe(args: argparse.Namespace, checkpoint: Path):  # type: ignor
 
 def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
     """``compress --max-error-increase``: the search of :mod:`deep_compression.budget`."""
-    from dataclasses import replace
-
     from deep_compression.budget import BudgetConfig, compress_to_budget
     from deep_compression.budget.config import FINETUNE, RETRAIN
     from deep_compression.recipe import load_recipe
@@ -321,8 +319,8 @@ def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-
         force=args.force or args.restart,
         allow_code=args.allow_code or args.model is not None,
         progress=progress_enabled(),
-        retrain=replace(defaults.prune.retrain) if defaults else RETRAIN,
-        finetune=replace(defaults.quantize.finetune) if defaults else FINETUNE,
+        retrain=defaults.prune.retrain if defaults else RETRAIN,
+        finetune=defaults.quantize.finetune if defaults else FINETUNE,
     )
     return report, run_dir
 

@@ -19,7 +19,7 @@ from deep_compression.checkpoint import save_checkpoint
 from deep_compression.dcz import open_dcz
 from deep_compression.dcz.stages import stage_blobs
 from deep_compression.fileio import atomic_write
-from deep_compression.loading import load_dcz, load_model
+from deep_compression.loading import load_model
 from deep_compression.models import make_model
 from deep_compression.phases import (
     Log,
@@ -250,12 +250,12 @@ def encode_step(run: Run) -> dict[str, Any]:
     file_meta = replace(meta, details=details, tool_version=__version__)
     # The decoded file is measured on the test set (checked equal to the quantized
     # model's test error) and, with a validation split, on that too.
-    outcome = encode_phase(model, final, run.recipe.encode, file_meta, test=run.test, log=run.log)
+    outcome = encode_phase(model, final, run.recipe.encode, file_meta, test=run.test,
+                           val=run.val, log=run.log)  # fmt: skip
     assert outcome.test_error is not None
     errors = {"test_error": outcome.test_error}
-    if run.val is not None:
-        decoded, _ = load_dcz(final, allow_code=run.allow_code)
-        errors = {"val_error": test_error(decoded, run.val), **errors}
+    if outcome.val_error is not None:
+        errors = {"val_error": outcome.val_error, **errors}
     blobs = stage_blobs(open_dcz(final))
     for stage in ("P", "P+Q"):
         path = run.run_dir / STAGE_FILES[stage]
