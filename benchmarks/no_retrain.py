@@ -3,27 +3,30 @@
     PYTHONPATH=$PWD/src DEEP_COMPRESSION_DATA=/work/shared/data \\
         /work/main/.venv/bin/python benchmarks/no_retrain.py            # --quick: smoke run
 
-For each dense checkpoint (``--ckpt-dir``/``<model>-dense.safetensors``), in one run:
+For each dense checkpoint (``--ckpt-dir``/``<model>-mnist.safetensors``: trained by
+``deep-compression train`` with its default validation hold-out, as ``benchmarks/budget.py``
+makes them), in one run:
 
 * **NNCodec** (the MPEG NNC reference encoder: uniform quantization with dependent/trellis
   quantization, parameter optimisation, DeepCABAC; with and without its per-layer QP
-  adjustment ``opt_qp``) at several QPs, run by ``benchmarks/nnc_driver.py`` under NNCodec's
-  own virtual environment (``--nnc-python``) on the same dense tensors (exported to
-  ``.npz``). Its decoded tensors come back as ``.npz`` and are evaluated here.
-* **.dcz without retraining** (:func:`deep_compression.no_retrain.rd_quantize_`)
-  at several ``lam``: data-free (``importance = "weights"``) and with 2,048 calibration
-  images from the training split (``"gptq-fisher"`` and ``"gptq"``). Each candidate is
-  serialised to ``.dcz`` bytes in memory (``coder = "best"``, ``gap_bits = "auto"``,
-  what the writer offers today: order-0 Huffman/ANS per stream), *decoded from those
-  bytes* with the numpy decoder and evaluated.
+  adjustment ``opt_qp``) at every QP of a range, run by ``benchmarks/nnc_driver.py`` under
+  NNCodec's own virtual environment (``--nnc-python``) on the same dense tensors (exported
+  to ``.npz``). Its decoded tensors come back as ``.npz`` and are evaluated here.
+* **.dcz without retraining** (:func:`deep_compression.no_retrain.rd_quantize_`) at a
+  grid of ``lam``: data-free (``importance = "weights"``), the same with the calibration
+  images' bias correction (kept per layer only where it helps), and calibrated
+  (``"gptq-fisher"``, ``"gptq"``), with ``--calibration`` training images (512, as the
+  CLI). Each candidate is serialised to ``.dcz`` bytes in memory (``coder = "best"``,
+  ``gap_bits = "auto"``), *decoded from those bytes* with the numpy decoder and evaluated.
 * **the search** :func:`compress_without_retraining` with a budget of ``--budget`` points
-  on a validation split (5,000 training images, disjoint from the calibration images);
-  its pick is measured on the test set once.
+  on the validation split the checkpoint recorded it held out (the images it never
+  trained on; the calibration images come from the rest), as ``compress --no-retrain``
+  runs it: with calibration (``importance = "auto"``: calibrated and data-free weighting,
+  the smaller file within budget) and data-free. Its pick is measured on the test set once.
 
-Both reconstructions are evaluated by the same function on the 10,000 MNIST test images.
-The dense checkpoints were trained on the whole training split, so the validation split
-was seen in training (the brief's protocol): its error is optimistic, only its *increase*
-is used. Also times the data-free quantizer on VGG-16's shapes (random weights).
+Every reconstruction is evaluated by the same function on the 10,000 MNIST test images;
+the grid rows show the validation error too. Also times the data-free quantizer on
+VGG-16's shapes (random weights).
 
 Writes ``benchmarks/results/no_retrain.{csv,md,png}`` (``--quick``: ``no_retrain_quick.*``).
 """
@@ -49,7 +52,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import machine  # noqa: E402
 
-from deep_compression.data import Split, load_dataset  # noqa: E402
+from deep_compression.budget import starting_recipe  # noqa: E402
+from deep_compression.data import Split, carve_validation, load_data  # noqa: E402
 from deep_compression.dcz import decode, to_bytes  # noqa: E402
 from deep_compression.encode import file_metadata, model_tensors  # noqa: E402
 from deep_compression.loading import load_model  # noqa: E402
@@ -58,39 +62,27 @@ from deep_compression.no_retrain import (  # noqa: E402
     NoRetrainConfig,
     compress_without_retraining,
     rd_quantize_,
+    validation_noise,
 )
+from deep_compression.prune.schedule import calibration_batch  # noqa: E402
 from deep_compression.train import evaluate  # noqa: E402
 
 # Settings per model (the LeNets' lam scales were found with a coarse sweep; "weights" and
 # "gptq" lam are relative output error per bit, "gptq-fisher" lam is loss per bit).
-_QPS = [
-    "-36",
-    "-34",
-    "-32",
-    "-30",
-    "-28",
-    "-26",
-    "-25",
-    "-24",
-    "-23",
-    "-22",
-    "-20",
-    "-18",
-    "-34:opt",
-    "-32:opt",
-    "-30:opt",
-    "-29:opt",
-    "-28:opt",
-    "-27:opt",
-    "-26:opt",
-    "-24:opt",
-    "-22:opt",
-]
+_QPS = [*(str(q) for q in range(-36, -17)), *(f"{q}:opt" for q in range(-36, -19))]
 QPS = {"lenet-300-100": _QPS, "lenet-5": _QPS}
+_W = [1e-8, 3e-8, 1e-7, 2e-7, 3e-7, 4e-7, 5e-7, 7e-7, 1e-6, 1.2e-6, 1.4e-6, 1.6e-6, 2e-6]
 LAMS = {
-    "weights": [1e-8, 3e-8, 1e-7, 2e-7, 3e-7, 5e-7, 1e-6, 2e-6],
-    "gptq": [3e-8, 5e-8, 7e-8, 1e-7, 1.5e-7, 2e-7, 3e-7, 5e-7, 1e-6],
-    "gptq-fisher": [1e-9, 2e-9, 3e-9, 4e-9, 5e-9, 7e-9, 1e-8, 2e-8],
+    "weights": _W,
+    "weights+bias": _W,
+    "gptq": [3e-8, 5e-8, 7e-8, 1e-7, 1.5e-7, 2e-7, 3e-7, 5e-7],
+    "gptq-fisher": [3e-10, 5e-10, 7e-10, 1e-9, 1.5e-9, 2e-9, 3e-9, 4e-9, 5e-9, 7e-9, 1e-8],
+}
+METHODS = {
+    "weights": "dcz data-free",
+    "weights+bias": "dcz data-free weights, calibrated biases",
+    "gptq": "dcz calibrated (gptq)",
+    "gptq-fisher": "dcz calibrated (gptq-fisher)",
 }
 FIELDS = [
     "model",
@@ -200,31 +192,33 @@ def run_dcz(
     name: str,
     dense: torch.nn.Module,
     meta: dict,
-    test: Split,
+    data,
     calib: torch.Tensor,
     mode: str,
     lams: list[float],
     rows: list[dict],
 ) -> None:
+    importance = mode.removesuffix("+bias")
     for lam in lams:
         model = copy.deepcopy(dense)
         t0 = time.perf_counter()
         report = rd_quantize_(
-            model, NoRetrainConfig(lam=lam, importance=mode), None if mode == "weights" else calib
+            model,
+            NoRetrainConfig(lam=lam, importance=importance),
+            None if mode == "weights" else calib,
         )
         seconds = time.perf_counter() - t0
         blob = dcz_bytes(model, meta)
         arrays, _ = decode(blob)  # evaluate what the file holds, decoded by numpy
         decoded = from_arrays(name, arrays)
-        method = "dcz data-free" if mode == "weights" else f"dcz calibrated ({mode})"
         rows.append(
             dict(
                 model=name,
-                method=method,
+                method=METHODS[mode],
                 setting=f"lam={lam:g}",
                 bytes=len(blob),
-                test_error=error_pct(decoded, test),
-                val_error="",
+                test_error=error_pct(decoded, data.test),
+                val_error=round(error_pct(decoded, data.val), 3),
                 kept_fraction=report.kept_fraction,
                 seconds=round(seconds, 2),
             )
@@ -236,24 +230,24 @@ def run_search(
     name: str,
     dense: torch.nn.Module,
     meta: dict,
-    test: Split,
-    val: Split,
+    data,
     calib: torch.Tensor,
     budget: float,
     rows: list[dict],
 ) -> None:
     for label, cal in (("calibrated", calib), ("data-free", None)):
         t0 = time.perf_counter()
-        # The defaults a CLI would use: importance "auto" (gptq with calibration inputs,
-        # weights without), the search's own starting lam.
+        # What compress --no-retrain runs: importance "auto" (with calibration inputs:
+        # gptq-fisher and weights, the smaller file), the default schedule, the noise
+        # allowance of the split's size.
+        noise = validation_noise(error_pct(dense, data.val), len(data.val))
         res = compress_without_retraining(
             dense,
-            lambda m: error_pct(m, val),
+            lambda m: error_pct(m, data.val),
             budget,
             calibration=cal,
             metadata=meta,
-            grow=2.0,
-            refine_steps=4,
+            tolerance=noise,
         )
         blob = dcz_bytes(res.model, meta)
         assert len(blob) == res.file_bytes
@@ -262,9 +256,10 @@ def run_search(
             dict(
                 model=name,
                 method=f"dcz search {label} (val +{budget:g})",
-                setting=f"lam={res.config.lam:.3g} ({len(res.trials)} trials)",
+                setting=f"{res.config.importance} lam={res.config.lam:.3g} "
+                f"({len(res.trials)} trials)",
                 bytes=len(blob),
-                test_error=error_pct(decoded, test),
+                test_error=error_pct(decoded, data.test),
                 val_error=round(res.val_error, 3),
                 kept_fraction=res.report.kept_fraction,
                 seconds=round(time.perf_counter() - t0, 1),
@@ -348,10 +343,11 @@ def plot(rows: list[dict], dense_err: dict[str, float], path: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=["lenet-300-100", "lenet-5"])
-    ap.add_argument("--ckpt-dir", default="/work/ckpt")
+    ap.add_argument("--ckpt-dir", type=Path, default=ROOT / "runs" / "budget" / "dense")
+    ap.add_argument("--data-dir", default=None, help="datasets (default: the usual search)")
     ap.add_argument("--nnc-python", default="/work/nnc-venv/bin/python")
     ap.add_argument("--budget", type=float, default=0.1, help="search budget, points")
-    ap.add_argument("--calibration", type=int, default=2048)
+    ap.add_argument("--calibration", type=int, default=512, help="calibration images")
     ap.add_argument("--vgg-lam", type=float, default=1e-9)
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--quick", action="store_true")
@@ -368,17 +364,19 @@ def main() -> None:
     stem = "no_retrain_quick" if args.quick else "no_retrain"
     stem = "no_retrain_search" if args.search_only else stem
     stem = f"{stem}_{args.tag}" if args.tag else stem
-    train, test = load_dataset("mnist")
-    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(0))
-    val = Split(train.x[perm[:5000]], train.y[perm[:5000]])
-    calib = train.x[perm[5000 : 5000 + args.calibration]]
     rows: list[dict] = []
     dense_err: dict[str, float] = {}
     t_start = time.perf_counter()
     for name in args.models:
-        dense, meta = load_model(Path(args.ckpt_dir) / f"{name}-dense.safetensors")
+        ckpt = args.ckpt_dir / f"{name}-mnist.safetensors"
+        # The validation split the checkpoint says it held out; calibration images from
+        # the rest of the training images, seeded as the CLI does.
+        recipe = starting_recipe(ckpt, log=lambda *a: None)
+        data = carve_validation(load_data(recipe.dataset, args.data_dir), recipe.validation)
+        calib = calibration_batch(data.train, args.calibration, recipe.seed)
+        dense, meta = load_model(ckpt)
         meta = {"model": meta.model.to_dict(), "dataset": meta.dataset or "mnist"}
-        dense_err[name] = error_pct(dense, test)
+        dense_err[name] = error_pct(dense, data.test)
         rows.append(
             dict(
                 model=name,
@@ -386,20 +384,20 @@ def main() -> None:
                 setting="",
                 bytes=4 * sum(p.numel() for p in dense.state_dict().values()),
                 test_error=dense_err[name],
-                val_error=round(error_pct(dense, val), 3),
+                val_error=round(error_pct(dense, data.val), 3),
                 kept_fraction=1.0,
                 seconds=0,
             )
         )
         if not args.search_only:
             qps = QPS[name][::4] if args.quick else QPS[name]
-            run_nncodec(name, dense, meta, test, args.nnc_python, qps, rows)
+            run_nncodec(name, dense, meta, data.test, args.nnc_python, qps, rows)
             for mode, lams in LAMS.items():
                 run_dcz(
-                    name, dense, meta, test, calib, mode, lams[::3] if args.quick else lams, rows
+                    name, dense, meta, data, calib, mode, lams[::3] if args.quick else lams, rows
                 )
         if not args.quick:
-            run_search(name, dense, meta, test, val, calib, args.budget, rows)
+            run_search(name, dense, meta, data, calib, args.budget, rows)
     vgg = None if args.skip_vgg or args.quick or args.search_only else time_vgg(args.vgg_lam)
     with open(RESULTS / f"{stem}.csv", "w", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
@@ -410,8 +408,9 @@ def main() -> None:
         "# Compression without retraining: .dcz vs NNCodec\n",
         f"`{' '.join(sys.argv)}`; {time.perf_counter() - t_start:.0f} s; "
         f"{machine.cpu_name()}, load {machine.load_average()}, {args.threads} thread(s).\n",
-        "Bytes: the whole file (.dcz: `coder=best`, `gap_bits=auto`, order-0 coding as in "
-        "this worktree; NNCodec: its bitstream). Test error of the decoded model.\n",
+        "Bytes: the whole file (.dcz: `coder=best`, `gap_bits=auto`, header included; "
+        "NNCodec: its bitstream). Test error of the decoded model; validation error on "
+        "the split the checkpoint held out (the searches decide on it).\n",
         *summary([r for r in rows if r["method"] != "dense float32"], dense_err, 0.1),
         "",
         "## All points\n",

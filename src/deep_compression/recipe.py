@@ -16,6 +16,10 @@ does, mapped one-to-one onto :class:`Recipe`::
     [[prune.rounds]] ...
     [quantize]                   # deep_compression.quantize.QuantizeConfig
     [encode]                     # deep_compression.encode.EncodeConfig
+
+A recipe with a ``[no_retrain]`` table instead of ``[prune]``/``[quantize]`` is a
+:class:`NoRetrainRecipe`: it compresses a trained checkpoint with no training step
+(deep_compression.no_retrain.NoRetrainPlan; ``compress --recipe FILE CHECKPOINT``).
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ from deep_compression.encode import EncodeConfig
 from deep_compression.errors import ConfigError
 from deep_compression.layer_config import check_patterns
 from deep_compression.models import resolve_spec
+from deep_compression.no_retrain.config import NoRetrainPlan
 from deep_compression.prune import PruneSchedule, prunable_layers
 from deep_compression.quantize import QuantizeConfig, layer_bits
 from deep_compression.recipe_io import from_table, load_config
 from deep_compression.shrink import ShrinkConfig
 from deep_compression.train import TrainConfig
 
-__all__ = ["Recipe", "load_recipe", "digest"]
+__all__ = ["NoRetrainRecipe", "Recipe", "digest", "load_any_recipe", "load_recipe"]
 
 
 def digest(*parts: Any) -> str:
@@ -66,18 +71,7 @@ class Recipe:
     shrink: ShrinkConfig | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.model, str):
-            raise ConfigError(f"model must be a string, got {self.model!r}")
-        resolve_spec(self.model)  # a built-in or a well-formed 'file.py:name' spec
-        if not isinstance(self.dataset, DatasetConfig):
-            raise ConfigError(f"dataset must be a DatasetConfig, got {self.dataset!r}")
-        seed = self.seed
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        if not isinstance(self.model_args, Mapping):
-            raise ConfigError(f"model_args must be a table, got {self.model_args!r}")
-        if not isinstance(self.validation, ValidationConfig):
-            raise ConfigError(f"validation must be a ValidationConfig, got {self.validation!r}")
+        _check_common(self)
 
     @classmethod
     def from_dict(
@@ -88,6 +82,11 @@ class Recipe:
     ) -> Recipe:
         """From the recipe's tables; paths in it (model file, dataset) are relative to
         ``base_dir`` (the recipe's directory)."""
+        if isinstance(d, Mapping) and "no_retrain" in d:
+            raise ConfigError(
+                f"{where}: a [no_retrain] recipe has no training: run it with "
+                "'compress --recipe FILE CHECKPOINT'"
+            )
         for key in ("model", "prune", "quantize"):
             if isinstance(d, Mapping) and key not in d:
                 raise ConfigError(f"{where}: missing {key!r}")
@@ -100,11 +99,7 @@ class Recipe:
                 "shrink": lambda v, w: ShrinkConfig.from_dict(v),
                 "prune": lambda v, w: PruneSchedule.from_dict(v),
                 "quantize": lambda v, w: QuantizeConfig.from_dict(v),
-                "encode": lambda v, w: EncodeConfig.from_dict(v),
-                "model_args": lambda v, w: dict(v) if isinstance(v, Mapping) else v,
-                "dataset": lambda v, w: DatasetConfig.from_value(v, base_dir),
-                "validation": lambda v, w: ValidationConfig.from_value(v),
-                "model": lambda v, w: resolve_spec(v, base_dir) if isinstance(v, str) else v,
+                **_common_parsers(base_dir),
             },
         )
 
@@ -142,6 +137,123 @@ class Recipe:
             check_patterns(r.criteria, layers, f"prune.rounds[{i}].criteria")
         layer_bits(model, self.quantize)
         check_patterns(self.encode.gap_bits, layers, "encode.gap_bits")
+
+
+def _check_common(recipe: Recipe | NoRetrainRecipe) -> None:
+    """The checks both kinds of recipe share (model, dataset, seed, split)."""
+    if not isinstance(recipe.model, str):
+        raise ConfigError(f"model must be a string, got {recipe.model!r}")
+    resolve_spec(recipe.model)  # a built-in or a well-formed 'file.py:name' spec
+    if not isinstance(recipe.dataset, DatasetConfig):
+        raise ConfigError(f"dataset must be a DatasetConfig, got {recipe.dataset!r}")
+    seed = recipe.seed
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+    if not isinstance(recipe.model_args, Mapping):
+        raise ConfigError(f"model_args must be a table, got {recipe.model_args!r}")
+    if not isinstance(recipe.validation, ValidationConfig):
+        raise ConfigError(f"validation must be a ValidationConfig, got {recipe.validation!r}")
+
+
+def _common_parsers(base_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
+    """The parsers of the keys both kinds of recipe share."""
+    return {
+        "encode": lambda v, w: EncodeConfig.from_dict(v),
+        "model_args": lambda v, w: dict(v) if isinstance(v, Mapping) else v,
+        "dataset": lambda v, w: DatasetConfig.from_value(v, base_dir),
+        "validation": lambda v, w: ValidationConfig.from_value(v),
+        "model": lambda v, w: resolve_spec(v, base_dir) if isinstance(v, str) else v,
+    }
+
+
+def _no_retrain_encode() -> EncodeConfig:
+    # What the search sizes its candidates with: the smallest coding per stream.
+    return EncodeConfig(coder="best", gap_bits="auto")
+
+
+@dataclass(frozen=True)
+class NoRetrainRecipe:
+    """A recipe without training: ``[no_retrain]`` (a
+    :class:`~deep_compression.no_retrain.config.NoRetrainPlan`) instead of ``[train]``,
+    ``[prune]`` and ``[quantize]``; run from a trained checkpoint. ::
+
+        model = "lenet-5"
+        dataset = "mnist"
+        validation = "auto"          # the split the checkpoint held out, when it says so
+        [no_retrain]
+        max_error_increase = 0.1     # or lam = ... to quantize once
+        [encode]                     # default: coder = "best", gap_bits = "auto"
+    """
+
+    model: str
+    no_retrain: NoRetrainPlan
+    encode: EncodeConfig = field(default_factory=_no_retrain_encode)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model_args: Mapping[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+
+    def __post_init__(self) -> None:
+        _check_common(self)
+        if not isinstance(self.no_retrain, NoRetrainPlan):
+            raise ConfigError(f"no_retrain must be a table, got {self.no_retrain!r}")
+
+    @classmethod
+    def from_dict(
+        cls,
+        d: Mapping[str, Any],
+        where: str = "recipe",
+        base_dir: str | os.PathLike[str] | None = None,
+    ) -> NoRetrainRecipe:
+        """From the recipe's tables (paths relative to ``base_dir``)."""
+        if isinstance(d, Mapping):
+            trained = [k for k in ("train", "shrink", "prune", "quantize") if k in d]
+            if trained:
+                raise ConfigError(
+                    f"{where}: a [no_retrain] recipe has no [{trained[0]}] (no training step)"
+                )
+            if "model" not in d:
+                raise ConfigError(f"{where}: missing 'model'")
+        return from_table(
+            cls,
+            d,
+            where,
+            {
+                "no_retrain": lambda v, w: NoRetrainPlan.from_dict(v),
+                **_common_parsers(base_dir),
+            },
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "model": self.model,
+            "model_args": dict(self.model_args),
+            "dataset": self.dataset.root
+            if self.dataset.format == "builtin"
+            else self.dataset.to_dict(),
+            "seed": self.seed,
+            "validation": self.validation.to_dict(),
+            "no_retrain": self.no_retrain.to_dict(),
+            "encode": self.encode.to_dict(),
+        }
+        return d
+
+    def digest(self) -> str:
+        """A short hash of the recipe's content."""
+        return digest(self.to_dict())
+
+
+def load_any_recipe(path: str | os.PathLike[str]) -> Recipe | NoRetrainRecipe:
+    """Read a recipe TOML file of either kind: a :class:`NoRetrainRecipe` if it has a
+    ``[no_retrain]`` table, else a :class:`Recipe` (see :func:`load_recipe`)."""
+    base = Path(path).resolve().parent
+
+    def parse(d: Mapping[str, Any]) -> Recipe | NoRetrainRecipe:
+        if "no_retrain" in d:
+            return NoRetrainRecipe.from_dict(d, base_dir=base)
+        return Recipe.from_dict(d, base_dir=base)
+
+    return load_config(path, parse)
 
 
 def load_recipe(path: str | os.PathLike[str]) -> Recipe:

@@ -187,8 +187,69 @@ def test_cli_budget_and_no_retrain_runs(
     for bad, message in [
         (("--no-retrain",), "goes with --max-error-increase"),
         (("--max-minutes", "3"), "goes with --max-error-increase"),
+        (("--calibration", "8", "--max-error-increase", "1"), "goes with --no-retrain"),
     ]:
         proc = run_cli("compress", str(dense_ckpt), *bad, "--out-dir", str(tmp_path / "x"))
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     proc = run_cli("compress", str(dense_ckpt), "--out-dir", str(tmp_path / "x"))
     assert proc.returncode == 1 and "--recipe" in proc.stderr
+
+
+@pytest.mark.mnist
+def test_no_retrain_search_writes_a_recipe_that_replays_byte_for_byte(
+    dense_ckpt: Path, tmp_path: Path, run_cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With calibration images the search tries both weightings; the recipe.toml it
+    leaves quantizes once with the chosen setting and gives the same file."""
+    import functools
+
+    from deep_compression.budget import no_retrain_run
+    from deep_compression.recipe import NoRetrainRecipe, load_any_recipe
+
+    search = functools.partial(no_retrain_run.compress_without_retraining, max_trials=4)
+    monkeypatch.setattr(no_retrain_run, "compress_without_retraining", search)
+    nr = tmp_path / "nr"
+    proc = run_cli("compress", str(dense_ckpt), "--max-error-increase", "1", "--no-retrain",
+                   "--calibration", "64", "--out-dir", str(nr))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "[no-retrain] gptq-fisher" in proc.stdout and "[no-retrain] weights" in proc.stdout
+    doc = json.loads((nr / "report.json").read_text())
+    trials = json.loads((nr / "search.json").read_text())["trials"]
+    ok = [t for t in trials if t["val_error"] <= 100 * doc["dense"]["val_error"] + 1 + 1e-9]
+    best = min(ok, key=lambda t: t["file_bytes"])
+    assert (doc["importance"], doc["lam"]) == (best["importance"], best["lam"])
+    assert doc["file_bytes"] == best["file_bytes"] == (nr / "model.dcz").stat().st_size
+    written = load_any_recipe(nr / "recipe.toml")
+    assert isinstance(written, NoRetrainRecipe)
+    assert written.no_retrain.max_error_increase is None  # quantize once, no search
+    assert written.no_retrain.config.lam == doc["lam"] and written.no_retrain.calibration == 64
+    assert written.validation == starting_recipe(dense_ckpt).validation
+    again = tmp_path / "again"
+    proc = run_cli("compress", "--recipe", str(nr / "recipe.toml"), str(dense_ckpt),
+                   "--out-dir", str(again))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (again / "model.dcz").read_bytes() == (nr / "model.dcz").read_bytes()
+    # The recipe is no pipeline recipe, and it needs a checkpoint.
+    with pytest.raises(ConfigError, match="no_retrain"):
+        load_recipe(nr / "recipe.toml")
+    proc = run_cli("compress", "--recipe", str(nr / "recipe.toml"), "--train",
+                   "--out-dir", str(tmp_path / "x"))  # fmt: skip
+    assert proc.returncode == 1 and "CHECKPOINT" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ({"model": "lenet-5", "no_retrain": {"lam": 1e-6}, "prune": {}}, r"has no \[prune\]"),
+        ({"model": "lenet-5", "no_retrain": {}}, "give max_error_increase"),
+        ({"model": "lenet-5", "no_retrain": {"lam": 1e-6, "bogus": 1}}, "unknown keys"),
+        ({"model": "lenet-5", "no_retrain": {"lam": 1e-6, "importance": "gptq",
+                                             "calibration": 0}}, "needs calibration"),
+        ({"no_retrain": {"lam": 1e-6}}, "missing 'model'"),
+    ],
+)  # fmt: skip
+def test_no_retrain_recipe_errors(table: dict, message: str) -> None:
+    from deep_compression.recipe import NoRetrainRecipe
+
+    with pytest.raises(ConfigError, match=message):
+        NoRetrainRecipe.from_dict(table)

@@ -18,9 +18,11 @@ from deep_compression.errors import ConfigError
 from deep_compression.loading import load_dcz
 from deep_compression.models import build_model
 from deep_compression.no_retrain import (
+    AUTO_SEARCH,
     NoRetrainConfig,
     compress_without_retraining,
     encoded_size,
+    output_divergence,
     rd_quantize_,
 )
 from deep_compression.quantize import QuantizedWeight, quantized_weight
@@ -99,14 +101,55 @@ def test_bias_correction_matches_dense_mean_outputs(lenet) -> None:
     for h in hooks:
         h.remove()
     model = copy.deepcopy(lenet)
-    rd_quantize_(model, NoRetrainConfig(lam=1e-6, importance="inputs", float16=False), calib)
+    rep = rd_quantize_(model, NoRetrainConfig(lam=1e-6, importance="inputs", float16=False), calib)
+    corrected = {r.name for r in rep.layers if r.bias_corrected}
+    # "inputs" zeroes the weights of inputs that never vary: fc1's correction is needed.
+    assert "fc1" in corrected
     means = {}
     for n, m in (("fc1", model.fc1), ("fc2", model.fc2), ("fc3", model.fc3)):
         m.register_forward_hook(lambda mod, a, out, n=n: means.__setitem__(n, out.mean(0)))
     with torch.no_grad():
         model(calib)
-    for n in dense_means:
+    for n in corrected:
         torch.testing.assert_close(means[n], dense_means[n], rtol=0, atol=1e-5)
+
+
+def test_output_divergence_against_numpy() -> None:
+    g = torch.Generator().manual_seed(4)
+    a, b = torch.randn(50, 7, generator=g), torch.randn(50, 7, generator=g)
+    pa = np.exp(a.numpy().astype(np.float64))
+    pa /= pa.sum(1, keepdims=True)
+    pb = np.exp(b.numpy().astype(np.float64))
+    pb /= pb.sum(1, keepdims=True)
+    kl = float(np.mean(np.sum(pa * np.log(pa / pb), 1)))
+    assert output_divergence(a, b) == pytest.approx(kl, rel=1e-9)
+    assert output_divergence(a, a) == pytest.approx(0.0, abs=1e-12)
+    # Not class scores: the mean squared difference.
+    u, v = torch.randn(30, generator=g), torch.randn(30, generator=g)
+    assert output_divergence(u, v) == pytest.approx(float(((u - v) ** 2).mean()), rel=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["weights", "inputs", "gptq"])
+def test_bias_correction_only_where_it_brings_outputs_closer(lenet, mode: str) -> None:
+    """The corrections that are kept never move the outputs on the calibration inputs
+    away from the dense model's, and a layer whose correction was refused keeps the bias
+    it had without correction, bit for bit."""
+    calib = torch.randn(128, 1, 28, 28, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        ref = lenet(calib)
+    out = {}
+    for bc in (False, True):
+        model = copy.deepcopy(lenet)
+        cfg = NoRetrainConfig(lam=3e-6, importance=mode, float16=False, bias_correction=bc)
+        rep = rd_quantize_(model, cfg, calib)
+        with torch.no_grad():
+            out[bc] = (model, rep, output_divergence(ref, model(calib)))
+    plain, corrected = out[False], out[True]
+    assert corrected[2] <= plain[2]
+    assert not any(r.bias_corrected for r in plain[1].layers)
+    for r in corrected[1].layers:
+        same = torch.equal(getattr(corrected[0], r.name).bias, getattr(plain[0], r.name).bias)
+        assert same != r.bias_corrected, r.name
 
 
 class TinyConv(nn.Module):
@@ -193,6 +236,28 @@ def test_search_with_calibration_and_looser_budget_is_smaller() -> None:
     assert tight.val_error <= tight.dense_val_error + 1e-9
 
 
+def test_auto_search_with_calibration_tries_both_weightings() -> None:
+    """importance = "auto" with calibration inputs searches the calibrated and the
+    data-free weighting and returns the smallest file within budget over both."""
+    model, val_error, calib = synthetic_task(2)
+    meta = {"model": {"name": "mlp", "kwargs": {}}}
+    res = compress_without_retraining(model, val_error, 1.0, calibration=calib, metadata=meta)
+    assert {t.importance for t in res.trials} == set(AUTO_SEARCH)
+    ok = [t for t in res.trials if t.val_error <= res.dense_val_error + 1.0 + 1e-9]
+    best = min(ok, key=lambda t: t.file_bytes)
+    assert res.file_bytes == best.file_bytes
+    assert (res.config.importance, res.config.lam) == (best.importance, best.lam)
+    # The chosen config remade from scratch gives the same file size.
+    again = copy.deepcopy(model)
+    rd_quantize_(again, res.config, calib)
+    assert encoded_size(again, metadata=meta) == res.file_bytes
+    # An explicit importance searches that one only.
+    only = compress_without_retraining(
+        model, val_error, 1.0, config=NoRetrainConfig(importance="weights"), calibration=calib
+    )
+    assert {t.importance for t in only.trials} == {"weights"}
+
+
 def test_search_rejects_bad_evaluate() -> None:
     model, _, _ = synthetic_task()
     with pytest.raises(ConfigError, match="percent"):
@@ -228,3 +293,40 @@ def test_config_needs_data_and_known_layers(lenet) -> None:
     cfg = NoRetrainConfig(lam=1e-7, layer_weights={"*": 1.0, "fc1": 0.5})
     assert hash(cfg) == hash(cfg.with_lam(1e-7)) and cfg.with_lam(2e-7).lam == 2e-7
     assert np.isclose(cfg.with_lam(2e-7).layer_weights["fc1"], 0.5)
+
+
+def test_tolerance_steers_past_a_noisy_failure_but_never_chooses_it() -> None:
+    """A validation error that is not monotone in lam (a bump over the limit between two
+    stretches within it): with a tolerance the search goes past the bump and finds the
+    smaller files beyond it; without, it stops at the bump. Nothing over the limit is
+    ever chosen."""
+    model, _, _ = synthetic_task()
+
+    def kept(m: nn.Module) -> float:
+        qs = [quantized_weight(layer) for layer in m if isinstance(layer, nn.Linear)]
+        if any(q is None for q in qs):  # the dense model
+            return 1.0
+        return float(sum(q.mask.sum() for q in qs) / sum(q.mask.numel() for q in qs))
+
+    def fake(m: nn.Module) -> float:
+        k = kept(m)
+        return 10.0 + (0.2 if 0.3 < k < 0.9 else 0.0) + (50.0 if k < 0.12 else 0.0)
+
+    strict = compress_without_retraining(model, fake, 0.1, lam_start=1e-7)
+    loose = compress_without_retraining(model, fake, 0.1, lam_start=1e-7, tolerance=0.5)
+    assert loose.file_bytes < strict.file_bytes
+    for res in (strict, loose):
+        assert res.val_error <= 10.1
+    assert any(10.1 < t.val_error <= 10.6 for t in loose.trials)  # went through the bump
+    assert all(t.val_error <= 10.1 or t.val_error > 10.6 or t.lam < loose.config.lam
+               for t in loose.trials)  # fmt: skip
+
+
+def test_validation_noise_is_two_binomial_standard_errors() -> None:
+    from deep_compression.no_retrain import validation_noise
+
+    # 1% error on 5,000 images: sd = sqrt(0.01 * 0.99 / 5000) = 0.1407 points.
+    assert validation_noise(1.0, 5000) == pytest.approx(0.28142, abs=1e-4)
+    assert validation_noise(1.0, 5000, sigmas=1) == pytest.approx(0.14071, abs=1e-4)
+    assert validation_noise(0.0, 200) == pytest.approx(0.5)  # at least one image
+    assert validation_noise(5.0, 0) == 0.0

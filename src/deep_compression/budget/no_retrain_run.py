@@ -1,65 +1,77 @@
-"""``compress CKPT --no-retrain --max-error-increase P``: the smallest file within the budget
-with no gradient step (:func:`deep_compression.no_retrain.compress_without_retraining`:
-rate-distortion quantization, no pruning beyond what quantizing to zero does), chosen on
-the same validation split as the retraining search; the test set is measured once, on the
-decoded file, for the report."""
+"""Compression with no training step, from the CLI: ``compress CKPT --no-retrain
+--max-error-increase P`` or ``compress --recipe NR.toml CKPT`` (a recipe with a
+``[no_retrain]`` table, :class:`~deep_compression.recipe.NoRetrainRecipe`).
+
+With a budget, :func:`deep_compression.no_retrain.compress_without_retraining` finds the
+smallest file within it (rate-distortion quantization, no pruning beyond what quantizing
+to zero does) on the same validation split as the retraining search; without one, the
+recipe's ``lam`` is applied once. The test set is measured once, on the decoded file, for
+the report. The run leaves ``recipe.toml``: the chosen setting as a recipe that quantizes
+once and gives the same file byte for byte.
+"""
 
 from __future__ import annotations
 
+import copy
 import os
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from deep_compression import __version__
-from deep_compression.budget.recipe_file import _pct
+from deep_compression.budget.recipe_file import _pct, _toml_ready
 from deep_compression.data import carve_validation, load_data
-from deep_compression.encode import EncodeConfig, encode_model
+from deep_compression.encode import encode_model
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
 from deep_compression.loading import load_dcz, load_model
-from deep_compression.no_retrain import compress_without_retraining
+from deep_compression.no_retrain import (
+    compress_without_retraining,
+    rd_quantize_,
+    validation_noise,
+)
+from deep_compression.no_retrain.config import CALIBRATION_IMAGES, NoRetrainPlan
 from deep_compression.phases import Log
 from deep_compression.pipeline import base_meta, describe_source
 from deep_compression.prune.schedule import calibration_batch
-from deep_compression.recipe import Recipe
+from deep_compression.recipe import NoRetrainRecipe
 from deep_compression.table import format_table
 from deep_compression.train import evaluate
 
-__all__ = ["CALIBRATION_IMAGES", "compress_no_retrain"]
-
-CALIBRATION_IMAGES = 512  # training images whose activations weight the quantization
+__all__ = ["CALIBRATION_IMAGES", "compress_no_retrain", "write_no_retrain_recipe"]
 
 
 def compress_no_retrain(
-    recipe: Recipe,
+    recipe: NoRetrainRecipe,
     checkpoint: str | os.PathLike[str],
     run_dir: str | os.PathLike[str],
-    max_error_increase: float,
     *,
     data_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
     allow_code: bool = False,
-    calibration_images: int = CALIBRATION_IMAGES,
     log: Log = print,
 ) -> dict[str, Any]:
-    """Write ``run_dir/model.dcz``, ``report.json``, ``report.md`` and ``search.json``.
+    """Write ``run_dir/model.dcz``, ``report.json``, ``report.md``, ``recipe.toml`` and
+    (with a budget) ``search.json``.
 
     Args:
-        recipe: model, dataset and validation split (:func:`~deep_compression.budget
-            .starting_recipe`).
+        recipe: model, dataset, validation split, the ``[no_retrain]`` plan (a budget
+            ``max_error_increase`` in points of validation error, or a fixed ``lam``;
+            ``calibration`` training images, 0 for none) and the ``[encode]`` settings.
         checkpoint: the trained model.
-        max_error_increase: budget in points of validation error above the dense model's.
-        calibration_images: training images whose activations weight the quantization
-            error (GPTQ-style); 0 for none (no data beyond the validation check).
 
     Returns:
         The report (``report.json``'s content).
     """
+    t0 = time.perf_counter()
     run_dir, ckpt = Path(run_dir), Path(checkpoint)
     final = run_dir / "model.dcz"
     if final.exists() and not force:
         raise ConfigError(f"{run_dir} holds a run; pass --force to replace it or another --out-dir")
+    plan = recipe.no_retrain
     _, ckpt_meta = describe_source(recipe, ckpt)
     data = carve_validation(load_data(recipe.dataset, data_dir, allow_code=allow_code),
                             recipe.validation)  # fmt: skip
@@ -70,40 +82,107 @@ def compress_no_retrain(
     # The file's metadata, given to the search too so that its sizes are the file's.
     file_meta = replace(meta, stage="quantized", details={}).to_dict()
     calibration = (
-        calibration_batch(data.train, calibration_images, recipe.seed)
-        if calibration_images
-        else None
+        calibration_batch(data.train, plan.calibration, recipe.seed) if plan.calibration else None
     )
 
     def val_error(m: Any) -> float:
         return 100.0 * (1.0 - evaluate(m, data.val)[1])
 
-    log(f"[no-retrain] searching within {max_error_increase} points of the dense "
-        "validation error")  # fmt: skip
-    result = compress_without_retraining(model, val_error, max_error_increase,
-                                         calibration=calibration, metadata=file_meta)  # fmt: skip
+    chosen, config, dense_val, trials = _choose(recipe, model, val_error, len(data.val),
+                                                calibration, file_meta, log)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
-    report = encode_model(result.model, final, EncodeConfig(coder="best"), metadata=file_meta)
+    report = encode_model(chosen, final, recipe.encode, metadata=file_meta)
     decoded, _ = load_dcz(final, allow_code=allow_code)
     doc = {
         "tool_version": __version__,
         "checkpoint": str(ckpt),
-        "max_error_increase": max_error_increase,
-        "dense": {"val_error": result.dense_val_error / 100,
+        "max_error_increase": plan.max_error_increase,
+        "dense": {"val_error": dense_val / 100,
                   "test_error": 1.0 - evaluate(model, data.test)[1]},
         "final": {"val_error": val_error(decoded) / 100,
                   "test_error": 1.0 - evaluate(decoded, data.test)[1]},
         "file_bytes": report.file_bytes,
         "original_bytes": report.original_bytes,
         "rate": report.rate,
-        "lam": result.config.lam,
-        "calibration_images": calibration_images,
-        "seconds": round(result.seconds, 1),
+        "importance": config.importance,
+        "lam": config.lam,
+        "calibration_images": plan.calibration,
+        "seconds": round(time.perf_counter() - t0, 1),
     }  # fmt: skip
     write_json(run_dir / "report.json", doc)
     atomic_write(run_dir / "report.md", _markdown(doc).encode())
-    write_json(run_dir / "search.json", {"trials": [t.__dict__ for t in result.trials]})
+    if plan.max_error_increase is not None:
+        write_json(run_dir / "search.json", {"trials": trials})
+    fixed = replace(recipe, no_retrain=NoRetrainPlan(config, None, plan.calibration, True))
+    write_no_retrain_recipe(run_dir / "recipe.toml", fixed, doc, checkpoint=ckpt)
     return doc
+
+
+def _choose(
+    recipe: NoRetrainRecipe,
+    model: Any,
+    val_error: Any,
+    val_images: int,
+    calibration: Any,
+    file_meta: dict[str, Any],
+    log: Log,
+) -> tuple[Any, Any, float, list[dict[str, Any]]]:
+    """The quantized model, its config, the dense validation error and the search's
+    trials: by the search within the budget, or the recipe's ``lam`` applied once."""
+    plan = recipe.no_retrain
+    if plan.max_error_increase is None:
+        chosen = copy.deepcopy(model)
+        rd_quantize_(chosen, plan.config, calibration)
+        return chosen, plan.config, val_error(model), []
+    # How far over the limit a candidate may measure and still be noise (2 standard
+    # errors of the dense error rate on this many images): it steers, never chooses.
+    noise = validation_noise(val_error(model), val_images)
+    log(f"[no-retrain] searching within {plan.max_error_increase} points of the dense "
+        f"validation error ({val_images:,} images; candidates up to {noise:.2f} points "
+        "over the limit count as noise while searching)")  # fmt: skip
+
+    def progress(t: Any) -> None:
+        log(f"[no-retrain] {t.importance:<11} lam {t.lam:<9.3g} {t.file_bytes:>9,} B  "
+            f"validation error {t.val_error:.2f}%")  # fmt: skip
+
+    result = compress_without_retraining(
+        model, val_error, plan.max_error_increase, config=plan.config,
+        calibration=calibration, coder=recipe.encode.coder,
+        gap_bits=dict(recipe.encode.gap_bits), metadata=file_meta,
+        lam_start=plan.config.lam if plan.lam_given else None, progress=progress,
+        tolerance=noise,
+    )  # fmt: skip
+    trials = [t.__dict__ for t in result.trials]
+    return result.model, result.config, result.dense_val_error, trials
+
+
+def write_no_retrain_recipe(
+    path: str | os.PathLike[str],
+    recipe: NoRetrainRecipe,
+    doc: dict[str, Any],
+    *,
+    checkpoint: Path,
+) -> Path:
+    """``recipe`` as TOML with a header saying what it gave; it loads back with
+    :func:`~deep_compression.recipe.load_any_recipe` to the same recipe."""
+    how = (
+        f"compress --no-retrain --max-error-increase {doc['max_error_increase']}"
+        if doc["max_error_increase"] is not None
+        else "compress --recipe (a fixed lam)"
+    )
+    header = [
+        f"# Chosen by deep-compression {__version__} ({how}) for",
+        f"# {checkpoint}",
+        f"#   dense      validation error {_pct(doc['dense']['val_error'])}",
+        f"#   model.dcz  {doc['file_bytes']:,} bytes, validation error "
+        f"{_pct(doc['final']['val_error'])}",
+        "# Repeat the run exactly (same checkpoint, same file byte for byte):",
+        f"#   deep-compression compress --recipe {path} {checkpoint}",
+        "",
+    ]
+    text = "\n".join(header) + "\n" + tomli_w.dumps(_toml_ready(recipe.to_dict()))
+    atomic_write(path, text.encode())
+    return Path(path)
 
 
 def _markdown(doc: dict[str, Any]) -> str:
@@ -113,5 +192,11 @@ def _markdown(doc: dict[str, Any]) -> str:
          _pct(doc["final"]["val_error"]), _pct(doc["final"]["test_error"])],
     ]  # fmt: skip
     table = format_table(["model", "file", "validation error", "test error"], rows)
-    return (f"# Compressed without retraining (budget {doc['max_error_increase']} points)\n\n"
-            f"{table}\n\nSearch: {doc['seconds']} s, lam {doc['lam']:.4g}.\n")  # fmt: skip
+    title = (
+        f"budget {doc['max_error_increase']} points"
+        if doc["max_error_increase"] is not None
+        else f"lam {doc['lam']:.4g}"
+    )
+    return (f"# Compressed without retraining ({title})\n\n{table}\n\n"
+            f"{doc['seconds']} s; importance {doc['importance']}, lam {doc['lam']:.4g}, "
+            f"{doc['calibration_images']} calibration images.\n")  # fmt: skip

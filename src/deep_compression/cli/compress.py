@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from deep_compression.cli._common import (
     add_data_args,
@@ -48,10 +50,11 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--calibration",
         type=nonnegative_int,
-        default=512,
+        default=None,
         metavar="N",
         help="with --no-retrain: training images whose activations weight the quantization "
-        "error; 0 for none (no data but the validation split)",
+        "error (default: the recipe's, else 512); 0 for none (no data but the validation "
+        "split)",
     )
     b.add_argument(
         "--max-minutes",
@@ -201,7 +204,7 @@ def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code:
 
 def run_compress(args: argparse.Namespace) -> int:
     from deep_compression.pipeline import compress, copy_final
-    from deep_compression.recipe import load_recipe
+    from deep_compression.recipe import NoRetrainRecipe, load_any_recipe
 
     setup_threads(args.threads)
     if args.checkpoint and args.checkpoint_opt:
@@ -212,6 +215,15 @@ def run_compress(args: argparse.Namespace) -> int:
     budget = args.max_error_increase is not None
     if budget and args.train:
         raise ConfigError("--max-error-increase starts from a dense CHECKPOINT, not --train")
+    recipe = load_any_recipe(args.recipe) if args.recipe is not None else None
+    no_retrain = args.no_retrain or (not budget and isinstance(recipe, NoRetrainRecipe))
+    if args.calibration is not None and not no_retrain:
+        raise ConfigError("--calibration goes with --no-retrain (or a [no_retrain] recipe)")
+    if isinstance(recipe, NoRetrainRecipe) and budget and not args.no_retrain:
+        raise ConfigError(f"{args.recipe} is a [no_retrain] recipe: add --no-retrain, or drop "
+                          "--max-error-increase to run the recipe as it is")  # fmt: skip
+    if no_retrain and checkpoint is None:
+        raise ConfigError("compression without retraining starts from a trained CHECKPOINT")
     if not budget:
         if args.no_retrain:
             raise ConfigError("--no-retrain goes with --max-error-increase P")
@@ -227,12 +239,12 @@ def run_compress(args: argparse.Namespace) -> int:
     if out is not None:  # copy_final writes the report beside the file
         for suffix in (".report.json", ".report.md"):
             check_output(out.with_name(out.stem + suffix), force=args.force, what="--out")
-    if budget and args.no_retrain:
-        return _run_no_retrain(args, checkpoint, out)
+    if no_retrain:
+        return _run_no_retrain(args, checkpoint, out, recipe)
     if budget:
         report, run_dir = _run_budget(args, checkpoint)
     else:
-        recipe = load_recipe(args.recipe)
+        assert recipe is not None and not isinstance(recipe, NoRetrainRecipe)
         run_dir = args.out_dir or Path("runs") / "compress" / args.recipe.stem
         report = compress(
             recipe,
@@ -254,20 +266,41 @@ def run_compress(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None) -> int:
+def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None,
+                    recipe: Any) -> int:  # fmt: skip
+    """``--no-retrain --max-error-increase P`` (a ``[no_retrain]`` recipe gives the other
+    settings), or a ``[no_retrain]`` recipe run as it is."""
     from deep_compression.budget.no_retrain_run import compress_no_retrain
+    from deep_compression.no_retrain.config import NoRetrainPlan
     from deep_compression.pipeline import copy_final
+    from deep_compression.recipe import NoRetrainRecipe
 
-    recipe = _starting_recipe(args, checkpoint)
-    stem = Path(checkpoint).stem
-    name = f"{stem}-no-retrain{args.max_error_increase:g}"
+    if args.no_retrain:  # the search: the checkpoint, options and recipe give the rest
+        start = _starting_recipe(args, checkpoint)
+        given = recipe if isinstance(recipe, NoRetrainRecipe) else None
+        base = given.no_retrain if given else NoRetrainPlan(lam_given=True)
+        calibration = base.calibration if args.calibration is None else args.calibration
+        plan = NoRetrainPlan(base.config, args.max_error_increase, calibration,
+                             lam_given=bool(given and base.lam_given))  # fmt: skip
+        recipe = NoRetrainRecipe(
+            start.model, plan, dataset=start.dataset, model_args=start.model_args,
+            seed=start.seed, validation=start.validation,
+            **({"encode": given.encode} if given else {}),
+        )  # fmt: skip
+        name = f"{Path(checkpoint).stem}-no-retrain{args.max_error_increase:g}"
+    else:
+        if args.calibration is not None:
+            recipe = replace(
+                recipe, no_retrain=replace(recipe.no_retrain, calibration=args.calibration)
+            )
+        name = Path(args.recipe).stem
     run_dir = args.out_dir or Path("runs") / "compress" / name
-    compress_no_retrain(recipe, checkpoint, run_dir, args.max_error_increase,
-                        data_dir=args.data_dir, force=args.force or args.restart,
-                        allow_code=args.allow_code or args.model is not None,
-                        calibration_images=args.calibration)  # fmt: skip
+    compress_no_retrain(recipe, checkpoint, run_dir, data_dir=args.data_dir,
+                        force=args.force or args.restart,
+                        allow_code=args.allow_code or args.model is not None)  # fmt: skip
     print()
     print((run_dir / "report.md").read_text())
+    print(f"chosen setting as a recipe: {run_dir / 'recipe.toml'}")
     if out is not None:
         print(f"copied the final file to {copy_final(run_dir, out)}")
     return 0
@@ -279,9 +312,9 @@ def _starting_recipe(args: argparse.Namespace, checkpoint: Path):  # type: ignor
     from deep_compression.budget import starting_recipe
     from deep_compression.data import DatasetConfig
     from deep_compression.models import resolve_spec
-    from deep_compression.recipe import load_recipe
+    from deep_compression.recipe import load_any_recipe
 
-    defaults = load_recipe(args.recipe) if args.recipe is not None else None
+    defaults = load_any_recipe(args.recipe) if args.recipe is not None else None
     seed = args.seed if args.seed is not None else defaults.seed if defaults else 0
     validation = None if args.val_size is None else validation_of(args)
     dataset = DatasetConfig.from_value(args.dataset) if args.dataset is not None else None

@@ -25,7 +25,10 @@ network:
 Bias correction (calibration only; Nagel et al. 2019 "Data-free quantization", here with
 data): after quantization, layer by layer in order, each bias absorbs the shift of the
 mean of its layer's output between the dense model and the quantized one (inputs from the
-quantized layers before it). Biases are stored densely in the file, so this costs nothing.
+quantized layers before it), and keeps it only if that brings the model's outputs on the
+calibration inputs closer to the dense model's (:func:`output_divergence`): matching the
+mean of a heavily quantized layer can hurt. Biases are stored densely in the file, so
+this costs nothing.
 
 :func:`compress_without_retraining` searches ``lam`` for the smallest file whose validation
 error stays within a budget of the dense model's, sizing every candidate by encoding it
@@ -41,19 +44,26 @@ from __future__ import annotations
 # AUTO_CALIBRATED and _install (used by benchmarks/no_retrain.py) are importable too.
 from deep_compression.no_retrain.config import (  # noqa: F401
     AUTO_CALIBRATED,
+    AUTO_SEARCH,
     IMPORTANCES,
     SEARCH_START,
     LayerRD,
     NoRetrainConfig,
     RDReport,
     resolve_importance,
+    search_importances,
 )
-from deep_compression.no_retrain.quantize import _install, rd_quantize_  # noqa: F401
+from deep_compression.no_retrain.quantize import (  # noqa: F401
+    _install,
+    output_divergence,
+    rd_quantize_,
+)
 from deep_compression.no_retrain.search import (
     NoRetrainResult,
     Trial,
     compress_without_retraining,
     encoded_size,
+    validation_noise,
 )
 
 __all__ = [
@@ -61,6 +71,8 @@ __all__ = [
     "NoRetrainConfig",
     "SEARCH_START",
     "resolve_importance",
+    "search_importances",
+    "output_divergence",
     "LayerRD",
     "RDReport",
     "Trial",
@@ -68,4 +80,5 @@ __all__ = [
     "rd_quantize_",
     "encoded_size",
     "compress_without_retraining",
+    "validation_noise",
 ]

@@ -10,18 +10,23 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Any
 
 from deep_compression.errors import ConfigError
 from deep_compression.quantize.rdq import MAX_CODEWORDS
+from deep_compression.recipe_io import from_table, reject_unknown
 
 __all__ = [
     "AUTO_CALIBRATED",
     "IMPORTANCES",
+    "CALIBRATION_IMAGES",
     "LayerRD",
     "NoRetrainConfig",
+    "NoRetrainPlan",
     "RDReport",
     "SEARCH_START",
     "resolve_importance",
+    "search_importances",
 ]
 
 IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher")
@@ -31,6 +36,13 @@ IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher")
 # (72.0 KB vs 89-108 KB for gptq, whose compensation ran away on fc1) and within 5% of
 # gptq on LeNet-300-100.
 AUTO_CALIBRATED = "gptq-fisher"
+
+# What the search of importance = "auto" tries with calibration inputs, keeping the smaller
+# file within budget: neither wins everywhere. Measured on held-out dense checkpoints
+# (benchmarks/no_retrain.py): gptq-fisher gives LeNet-300-100 a file half the size of the
+# data-free one, while on LeNet-5 the per-feature weighting misleads (fc1's ReLU features:
+# at 62 KB "inputs" is +0.22 points on validation, "weights" +0.06 at 43 KB).
+AUTO_SEARCH = (AUTO_CALIBRATED, "weights")
 
 # Where the search starts, per importance (the scale of lam differs: relative error per
 # bit for weights/inputs/gptq, loss per bit for the Fisher ones). Measured on the dense
@@ -132,6 +144,20 @@ class NoRetrainConfig:
             )
         )
 
+    def to_dict(self) -> dict[str, Any]:
+        """The ``[no_retrain]`` keys of these settings (as :meth:`NoRetrainPlan.from_dict`
+        reads them)."""
+        return {
+            "lam": self.lam,
+            "importance": self.importance,
+            "layer_weights": dict(self.layer_weights),
+            "bias_correction": self.bias_correction,
+            "float16": self.float16,
+            "max_codewords": self.max_codewords,
+            "max_iter": self.max_iter,
+            "max_groups": self.max_groups,
+        }
+
     def with_lam(self, lam: float) -> NoRetrainConfig:
         """The same settings with another ``lam``."""
         return NoRetrainConfig(
@@ -144,6 +170,81 @@ class NoRetrainConfig:
             self.max_iter,
             self.max_groups,
         )
+
+
+CALIBRATION_IMAGES = 512  # training images whose activations weight the quantization
+
+
+@dataclass(frozen=True)
+class NoRetrainPlan:
+    """A recipe's ``[no_retrain]`` table: compression without any training step.
+
+    ::
+
+        [no_retrain]
+        max_error_increase = 0.1   # search lam: the smallest file within 0.1 points of
+                                   # the dense validation error; omit it to quantize once
+        lam = 1.4e-6               # with a search: where it starts; without: the setting
+        importance = "auto"        # and the other NoRetrainConfig settings
+        calibration = 512          # training images weighting the error; 0 = data-free
+
+    Attributes:
+        config: the :class:`NoRetrainConfig` (``lam`` is the setting itself without a
+            search, the search's start with one).
+        max_error_increase: the budget in points of validation error, or None: quantize
+            once with ``config.lam``.
+        calibration: training images for the calibrated importances and the bias
+            correction (0: none, data-free).
+        lam_given: whether the table set ``lam`` (a search then starts there).
+    """
+
+    config: NoRetrainConfig = field(default_factory=NoRetrainConfig)
+    max_error_increase: float | None = None
+    calibration: int = CALIBRATION_IMAGES
+    lam_given: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.config, NoRetrainConfig):
+            raise ConfigError(f"no_retrain: expected settings, got {self.config!r}")
+        if self.max_error_increase is not None:
+            _positive(self.max_error_increase, "no_retrain.max_error_increase", allow_zero=True)
+        elif not self.lam_given:
+            raise ConfigError(
+                "no_retrain: give max_error_increase (search lam on the validation split) "
+                "or lam (quantize once)"
+            )
+        _int(self.calibration, "no_retrain.calibration", 0, 1_000_000)
+        if self.config.importance not in ("auto", "weights") and self.calibration == 0:
+            raise ConfigError(
+                f"no_retrain.importance = {self.config.importance!r} needs calibration "
+                "images (calibration > 0)"
+            )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any], where: str = "no_retrain") -> NoRetrainPlan:
+        """Build from the ``[no_retrain]`` table; unknown keys are a :class:`ConfigError`."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"{where}: expected a table, got {d!r}")
+        plan_keys = {"max_error_increase", "calibration"}
+        config_keys = set(NoRetrainConfig.__dataclass_fields__)
+        reject_unknown(d, plan_keys | config_keys, where)
+        config = from_table(NoRetrainConfig, {k: v for k, v in d.items() if k in config_keys},
+                            where)  # fmt: skip
+        return cls(
+            config,
+            d.get("max_error_increase"),
+            d.get("calibration", CALIBRATION_IMAGES),
+            "lam" in d,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        d = self.config.to_dict()
+        if not self.lam_given:
+            del d["lam"]
+        if self.max_error_increase is not None:
+            d["max_error_increase"] = self.max_error_increase
+        d["calibration"] = self.calibration
+        return d
 
 
 @dataclass(frozen=True)
@@ -159,6 +260,8 @@ class LayerRD:
             codebook), an estimate of what the file spends on this weight.
         relative_error: ``||W_q - W|| / ||W||``.
         iterations: Lloyd iterations.
+        bias_corrected: the bias absorbed the shift of the layer's mean output (with
+            calibration inputs, when that brought the outputs closer to the dense model's).
     """
 
     name: str
@@ -168,6 +271,7 @@ class LayerRD:
     model_bits: float
     relative_error: float
     iterations: int
+    bias_corrected: bool = False
 
 
 @dataclass(frozen=True)
@@ -199,3 +303,11 @@ def resolve_importance(importance: str, calibrated: bool) -> str:
     if mode != "weights" and not calibrated:
         raise ConfigError(f"no_retrain.importance = {mode!r} needs calibration inputs")
     return mode
+
+
+def search_importances(importance: str, calibrated: bool) -> tuple[str, ...]:
+    """The importances a search with ``importance`` tries: with calibration inputs,
+    ``"auto"`` is :data:`AUTO_SEARCH`; otherwise the one :func:`resolve_importance` gives."""
+    if importance == "auto" and calibrated:
+        return AUTO_SEARCH
+    return (resolve_importance(importance, calibrated),)

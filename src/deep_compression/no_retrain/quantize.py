@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -101,6 +102,9 @@ def rd_quantize_(
     check_patterns(config.layer_weights, layers, "no_retrain.layer_weights")
     use_data = calibration is not None
     mode = resolve_importance(config.importance, use_data)
+    # The dense model's outputs on the calibration inputs: each bias correction is kept
+    # only if it brings the quantized model's outputs closer to these.
+    reference = _outputs(model, calibration) if use_data and config.bias_correction else None
     dense_stats = (
         _gather(
             model,
@@ -121,8 +125,10 @@ def rd_quantize_(
         r = _quantize_weight(weight, dense_stats.get(name), mode, lw, config)
         _install(layer, r.codebook, r.indices, r.mask, weight.shape)
         rows.append(_layer_row(name, weight, r))
+    corrected: set[str] = set()
     if use_data and config.bias_correction:
-        _correct_biases(model, calibration, layers, dense_stats)
+        corrected = _correct_biases(model, calibration, layers, dense_stats, reference)
+        rows = [replace(r, bias_corrected=r.name in corrected) for r in rows]
     if config.float16:
         round_float16_(model)
     return RDReport(tuple(rows), time.perf_counter() - t0)
@@ -183,20 +189,59 @@ def _layer_row(name: str, weight: np.ndarray, r: RDQuantization) -> LayerRD:
 
 
 @torch.no_grad()
+def _outputs(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """The model's outputs on ``inputs`` in eval mode, as float64."""
+    was_training = model.training
+    model.eval()
+    try:
+        return model(inputs).double()
+    finally:
+        model.train(was_training)
+
+
+def output_divergence(reference: torch.Tensor, outputs: torch.Tensor) -> float:
+    """How far ``outputs`` are from ``reference`` (both ``(N, ...)``): for class scores
+    ``(N, C)`` the mean KL divergence ``KL(softmax(reference) || softmax(outputs))``
+    (what a classifier's loss sees); otherwise the mean squared difference."""
+    if reference.ndim == 2 and reference.shape[1] > 1:
+        ref = torch.log_softmax(reference.double(), 1)
+        out = torch.log_softmax(outputs.double(), 1)
+        return float((ref.exp() * (ref - out)).sum(1).mean())
+    return float((reference.double() - outputs.double()).pow(2).mean())
+
+
+@torch.no_grad()
 def _correct_biases(
     model: nn.Module,
     calibration: torch.Tensor,
     layers: Mapping[str, nn.Module],
     dense: Mapping[str, _Stats],
-) -> None:
-    """Layer by layer in order: bias += dense mean output - quantized mean output.
+    reference: torch.Tensor,
+) -> set[str]:
+    """Layer by layer in order: bias += dense mean output - quantized mean output, kept
+    only if it lowers :func:`output_divergence` from the dense model's ``reference``
+    outputs on the calibration inputs. Returns the names of the corrected layers.
 
-    In order, because each correction changes the inputs of the layers after it: one
-    forward pass per layer with a bias (the LeNets: 3-4 passes over a few hundred inputs).
+    In order, because each correction changes the inputs of the layers after it: two
+    forward passes per layer with a bias (the LeNets: 6-8 passes over a few hundred
+    inputs). The check, because matching means is not always closer: measured on
+    LeNet-5 quantized data-free (fc1 89% zeros), correcting fc1's bias raised the
+    validation error from 1.06% to 2.00% and the KL divergence from 0.019 to 0.051, while
+    on LeNet-300-100 (whose fc1 sees MNIST's constant border pixels) it lowered both.
     """
+    corrected: set[str] = set()
+    current = output_divergence(reference, _outputs(model, calibration))
     for name, layer in layers.items():
         if getattr(layer, "bias", None) is None:
             continue
         now = _gather(model, calibration, [name], False)[name]
+        before = layer.bias.detach().clone()
         shift = (dense[name].out_mean - now.out_mean).to(layer.bias.dtype)
         layer.bias.add_(shift.to(layer.bias.device))
+        after = output_divergence(reference, _outputs(model, calibration))
+        if after < current:
+            current = after
+            corrected.add(name)
+        else:  # undo exactly (not by subtracting: b + s - s need not be b in float32)
+            layer.bias.copy_(before)
+    return corrected

@@ -42,7 +42,7 @@ from deep_compression.pipeline.steps import (
     shrink_step,
 )
 from deep_compression.progress import log as default_log
-from deep_compression.recipe import Recipe, digest, load_recipe
+from deep_compression.recipe import NoRetrainRecipe, Recipe, digest, load_recipe
 from deep_compression.records import CheckpointMeta, ModelSpec, RunReport
 from deep_compression.report.markdown import report_markdown
 from deep_compression.report.run import build_report
@@ -60,12 +60,14 @@ __all__ = [
 ]
 
 
-def describe_source(recipe: Recipe, checkpoint: Path | None) -> tuple[str, CheckpointMeta | None]:
+def describe_source(
+    recipe: Recipe | NoRetrainRecipe, checkpoint: Path | None
+) -> tuple[str, CheckpointMeta | None]:
     """A description of the starting point (for the digests) and the checkpoint's
     metadata (None for a plain state dict), after checking that checkpoint and recipe
     agree."""
     if checkpoint is None:
-        if recipe.train is None:
+        if getattr(recipe, "train", None) is None:  # a NoRetrainRecipe has no [train]
             raise ConfigError("no dense checkpoint given and the recipe has no [train] table")
         return "train from scratch", None
     meta = read_meta(checkpoint)  # the header only: the tensors are read once, later
@@ -92,7 +94,9 @@ def _open_state(run_dir: Path, restart: bool, force: bool, run_key: str) -> RunS
 
 
 def base_meta(
-    recipe: Recipe, ckpt_meta: CheckpointMeta | None, preprocessing: dict[str, Any]
+    recipe: Recipe | NoRetrainRecipe,
+    ckpt_meta: CheckpointMeta | None,
+    preprocessing: dict[str, Any],
 ) -> CheckpointMeta:
     """The metadata every file of the run starts from."""
     split = {"validation": recipe.validation.to_dict()} if recipe.validation.enabled else {}
