@@ -164,10 +164,20 @@ class TinyConv(nn.Module):
         return self.fc(torch.relu(self.conv2(x)).flatten(1))
 
 
+class TinyGrouped(TinyConv):
+    """TinyConv with a grouped convolution, whose unfolded input the calibration does
+    not build (each column gets the variance of the whole input instead)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv2 = nn.Conv2d(6, 8, 3, groups=2)
+
+
+@pytest.mark.parametrize("net", [TinyConv, TinyGrouped])
 @pytest.mark.parametrize("mode", ["weights", "inputs", "fisher", "gptq", "gptq-fisher"])
-def test_conv_model_with_every_importance(mode: str, tmp_path: Path) -> None:
+def test_conv_model_with_every_importance(net: type, mode: str, tmp_path: Path) -> None:
     torch.manual_seed(0)
-    model = TinyConv().eval()
+    model = net().eval()
     calib = torch.randn(32, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     lam = {"weights": 1e-4, "inputs": 1e-4, "fisher": 1e-6, "gptq": 1e-4, "gptq-fisher": 1e-6}
     rep = rd_quantize_(
@@ -177,7 +187,7 @@ def test_conv_model_with_every_importance(mode: str, tmp_path: Path) -> None:
     assert 0 < rep.kept_fraction < 1
     expected = plain_state_dict(model)
     encode_model(model, tmp_path / "c.dcz")
-    decoded, _ = load_dcz(tmp_path / "c.dcz", TinyConv())
+    decoded, _ = load_dcz(tmp_path / "c.dcz", net())
     for k, v in decoded.state_dict().items():
         assert torch.equal(v, expected[k]), k
 

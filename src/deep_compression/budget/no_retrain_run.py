@@ -88,8 +88,8 @@ def compress_no_retrain(
     def val_error(m: Any) -> float:
         return 100.0 * (1.0 - evaluate(m, data.val)[1])
 
-    chosen, config, dense_val, trials = _choose(recipe, model, val_error, len(data.val),
-                                                calibration, file_meta, log)  # fmt: skip
+    chosen, config, rd, dense_val, trials = _choose(recipe, model, val_error, len(data.val),
+                                                    calibration, file_meta, log)  # fmt: skip
     run_dir.mkdir(parents=True, exist_ok=True)
     report = encode_model(chosen, final, recipe.encode, metadata=file_meta)
     decoded, _ = load_dcz(final, allow_code=allow_code)
@@ -108,6 +108,7 @@ def compress_no_retrain(
         "lam": config.lam,
         "calibration_images": plan.calibration,
         "seconds": round(time.perf_counter() - t0, 1),
+        "layers": [dict(r.__dict__) for r in rd.layers],
     }  # fmt: skip
     write_json(run_dir / "report.json", doc)
     atomic_write(run_dir / "report.md", _markdown(doc).encode())
@@ -126,14 +127,15 @@ def _choose(
     calibration: Any,
     file_meta: dict[str, Any],
     log: Log,
-) -> tuple[Any, Any, float, list[dict[str, Any]]]:
-    """The quantized model, its config, the dense validation error and the search's
-    trials: by the search within the budget, or the recipe's ``lam`` applied once."""
+) -> tuple[Any, Any, Any, float, list[dict[str, Any]]]:
+    """The quantized model, its config, its per-layer report, the dense validation error
+    and the search's trials: by the search within the budget, or the recipe's ``lam``
+    applied once."""
     plan = recipe.no_retrain
     if plan.max_error_increase is None:
         chosen = copy.deepcopy(model)
-        rd_quantize_(chosen, plan.config, calibration)
-        return chosen, plan.config, val_error(model), []
+        rd = rd_quantize_(chosen, plan.config, calibration)
+        return chosen, plan.config, rd, val_error(model), []
     # How far over the limit a candidate may measure and still be noise (2 standard
     # errors of the dense error rate on this many images): it steers, never chooses.
     noise = validation_noise(val_error(model), val_images)
@@ -153,7 +155,7 @@ def _choose(
         tolerance=noise,
     )  # fmt: skip
     trials = [t.__dict__ for t in result.trials]
-    return result.model, result.config, result.dense_val_error, trials
+    return result.model, result.config, result.report, result.dense_val_error, trials
 
 
 def write_no_retrain_recipe(
@@ -192,6 +194,14 @@ def _markdown(doc: dict[str, Any]) -> str:
          _pct(doc["final"]["val_error"]), _pct(doc["final"]["test_error"])],
     ]  # fmt: skip
     table = format_table(["model", "file", "validation error", "test error"], rows)
+    layers = format_table(
+        ["layer", "weights", "kept", "codewords", "relative error", "model bytes",
+         "bias corrected"],
+        [[r["name"], f"{r['weights']:,}", f"{100 * r['kept'] / max(r['weights'], 1):.2f}%",
+          str(r["codebook_size"]), f"{r['relative_error']:.4f}",
+          f"{r['model_bits'] / 8:,.0f}", "yes" if r["bias_corrected"] else "no"]
+         for r in doc["layers"]],
+    )  # fmt: skip
     title = (
         f"budget {doc['max_error_increase']} points"
         if doc["max_error_increase"] is not None
@@ -199,4 +209,6 @@ def _markdown(doc: dict[str, Any]) -> str:
     )
     return (f"# Compressed without retraining ({title})\n\n{table}\n\n"
             f"{doc['seconds']} s; importance {doc['importance']}, lam {doc['lam']:.4g}, "
-            f"{doc['calibration_images']} calibration images.\n")  # fmt: skip
+            f"{doc['calibration_images']} calibration images.\n\n"
+            f"Per layer (model bytes: the quantizer's rate model of positions, indices and "
+            f"codebook):\n\n{layers}\n")  # fmt: skip

@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from deep_compression.errors import ConfigError
 from deep_compression.prune import prunable_layers
 
 
@@ -27,9 +26,10 @@ class _Stats:
     in_cov: np.ndarray | None = None  # (columns, columns) input covariance (if asked)
 
 
-def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor | None:
     """The layer's input as a ``(samples, columns)`` matrix whose columns match the
-    flattened weight's inner dimensions (``in`` or ``in * kh * kw``)."""
+    flattened weight's inner dimensions (``in`` or ``in * kh * kw``); None for a layer
+    whose input is not unfolded here (grouped or depthwise, 1-d or 3-d convolutions)."""
     if isinstance(layer, nn.Linear):
         return x.reshape(-1, x.shape[-1])
     if isinstance(layer, nn.Conv2d) and layer.groups == 1:
@@ -41,9 +41,27 @@ def _columns(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
             stride=layer.stride,
         )  # (N, C*kh*kw, L)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
-    raise ConfigError(
-        f"calibration supports Linear and ungrouped Conv2d layers, got {type(layer).__name__}"
-    )
+    return None
+
+
+def _input_stats(
+    layer: nn.Module, x: torch.Tensor, covariance: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(variance of each column, covariance or None)`` of the layer's input. A layer
+    whose input is not unfolded (see :func:`_columns`) gets every column the variance of
+    its whole input and a diagonal covariance: the same scale as the others, so one
+    ``lam`` still serves the network, without per-feature detail."""
+    cols = _columns(layer, x)
+    if cols is None:
+        n = layer.weight[0].numel()  # columns of the flattened weight
+        var = np.full(n, float(x.double().var(unbiased=False)))
+        return var, (np.diag(var) if covariance else None)
+    cols = cols.double()
+    var = cols.var(0, unbiased=False).numpy()
+    if not covariance:
+        return var, None
+    centred = cols - cols.mean(0)
+    return var, (centred.T @ centred / max(1, cols.shape[0])).numpy()
 
 
 def _channels_last(y: torch.Tensor) -> torch.Tensor:
@@ -79,11 +97,7 @@ def _gather(
             with torch.no_grad():
                 var, cov = np.zeros(0), None
                 if inputs:
-                    cols = _columns(module, args[0].detach()).double()
-                    var = cols.var(0, unbiased=False).numpy()
-                    if covariance:
-                        centred = cols - cols.mean(0)
-                        cov = (centred.T @ centred / max(1, cols.shape[0])).numpy()
+                    var, cov = _input_stats(module, args[0].detach(), covariance)
                 mean = _channels_last(out.detach()).double().mean((0, 1))
             stats[name] = _Stats(var, mean, np.zeros(0), cov)
             if fisher:

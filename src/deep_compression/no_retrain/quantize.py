@@ -93,8 +93,7 @@ def rd_quantize_(
         The per-layer :class:`RDReport`.
 
     Raises:
-        ConfigError: a ``layer_weights`` key matches no layer, or calibration with a
-            layer type it does not support.
+        ConfigError: a ``layer_weights`` key matches no layer.
     """
     t0 = time.perf_counter()
     config = config or NoRetrainConfig()
