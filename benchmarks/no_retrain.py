@@ -15,7 +15,7 @@ makes them), in one run:
 * **.dcz without retraining** (:func:`deep_compression.no_retrain.rd_quantize_`) at a
   grid of ``lam``: data-free (``importance = "weights"``), the same with the calibration
   images' bias correction (kept per layer only where it helps), and calibrated
-  (``"gptq-fisher"``, ``"gptq"``), with ``--calibration`` training images (512, as the
+  (``"gptq-fisher"``, ``"gptq"``), with ``--calibration`` training images (2,048, as the
   CLI). Each candidate is serialised to ``.dcz`` bytes in memory (``coder = "best"``,
   ``gap_bits = "auto"``), *decoded from those bytes* with the numpy decoder and evaluated.
 * **the search** :func:`compress_without_retraining` with a budget of ``--budget`` points
@@ -64,6 +64,7 @@ from deep_compression.no_retrain import (  # noqa: E402
     rd_quantize_,
     validation_noise,
 )
+from deep_compression.no_retrain.config import CALIBRATION_IMAGES  # noqa: E402
 from deep_compression.prune.schedule import calibration_batch  # noqa: E402
 from deep_compression.train import evaluate  # noqa: E402
 
@@ -347,7 +348,9 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None, help="datasets (default: the usual search)")
     ap.add_argument("--nnc-python", default="/work/nnc-venv/bin/python")
     ap.add_argument("--budget", type=float, default=0.1, help="search budget, points")
-    ap.add_argument("--calibration", type=int, default=512, help="calibration images")
+    ap.add_argument(
+        "--calibration", type=int, default=CALIBRATION_IMAGES, help="calibration images"
+    )
     ap.add_argument("--vgg-lam", type=float, default=1e-9)
     ap.add_argument("--skip-vgg", action="store_true")
     ap.add_argument("--quick", action="store_true")

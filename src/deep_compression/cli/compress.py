@@ -53,7 +53,7 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
         default=None,
         metavar="N",
         help="with --no-retrain: training images whose activations weight the quantization "
-        "error (default: the recipe's, else 512); 0 for none (no data but the validation "
+        "error (default: the recipe's, else 2048); 0 for none (no data but the validation "
         "split)",
     )
     b.add_argument(
