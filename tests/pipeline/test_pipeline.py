@@ -13,7 +13,7 @@ from deep_compression.dcz import decode, open_dcz
 from deep_compression.dcz.summary import summarize
 from deep_compression.errors import ConfigError
 from deep_compression.pipeline import STAGE_FILES, compress, copy_final
-from deep_compression.recipe import Recipe, load_recipe
+from deep_compression.recipe import NoRetrainRecipe, Recipe, load_any_recipe, load_recipe
 from deep_compression.records import RunReport
 
 TINY = """
@@ -166,3 +166,10 @@ def test_shipped_recipes_parse() -> None:
         recipe = load_recipe(root / name)
         assert recipe.model == name.removesuffix(".toml")
         assert recipe.train is not None and recipe.train.epochs > 0
+    # Every shipped whole recipe, of either kind, parses (recipes/prune/ holds [prune]
+    # tables for the prune command).
+    for path in sorted(p for p in root.rglob("*.toml") if p.parent.name != "prune"):
+        recipe = load_any_recipe(path)
+        if path.parent.name == "no-retrain":
+            assert isinstance(recipe, NoRetrainRecipe), path
+            assert recipe.no_retrain.max_error_increase == 0.1

@@ -73,6 +73,10 @@ def compress_no_retrain(
         raise ConfigError(f"{run_dir} holds a run; pass --force to replace it or another --out-dir")
     plan = recipe.no_retrain
     _, ckpt_meta = describe_source(recipe, ckpt)
+    held_out = ckpt_meta.details.get("validation") if ckpt_meta is not None else None
+    if held_out is not None and held_out != recipe.validation.to_dict():
+        log(f"[no-retrain] warning: {ckpt} held out validation = {held_out}, the recipe says "
+            f"{recipe.validation.to_dict()}: the validation error may be optimistic")  # fmt: skip
     data = carve_validation(load_data(recipe.dataset, data_dir, allow_code=allow_code),
                             recipe.validation)  # fmt: skip
     assert data.val is not None

@@ -95,7 +95,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "phase writes its output into --out-dir; an interrupted run resumes after its last "
         "finished phase (and pruning after its last finished round). Prints the per-phase, "
         "per-stage and per-layer tables and writes them as report.json and report.md, with "
-        "plots under plots/.",
+        "plots under plots/. A recipe with a [no_retrain] table instead compresses a "
+        "trained CHECKPOINT with no training step (docs/NO_RETRAIN.md); "
+        "--max-error-increase P searches a recipe for you (with --no-retrain: no "
+        "gradient step).",
     )
     c.add_argument(
         "checkpoint",
@@ -117,8 +120,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     c.add_argument(
         "--recipe",
         type=existing_file,
-        help="recipe TOML file (with --max-error-increase: optional, its model, dataset, "
-        "validation split, seed and retraining settings are the defaults)",
+        help="recipe TOML file: [prune]/[quantize] (the pipeline) or [no_retrain] (from "
+        "CHECKPOINT, no training step); with --max-error-increase optional, its model, "
+        "dataset, validation split, seed and retraining or [no_retrain] settings are the "
+        "defaults",
     )
     _add_budget_args(c)
     c.add_argument(
