@@ -340,3 +340,20 @@ def test_validation_noise_is_two_binomial_standard_errors() -> None:
     assert validation_noise(1.0, 5000, sigmas=1) == pytest.approx(0.14071, abs=1e-4)
     assert validation_noise(0.0, 200) == pytest.approx(0.5)  # at least one image
     assert validation_noise(5.0, 0) == 0.0
+
+
+def test_a_cache_reuses_the_statistics_and_changes_nothing() -> None:
+    """The search passes one cache to every candidate: each quantized model is the same,
+    bit for bit, as without it, and the statistics are gathered once."""
+    torch.manual_seed(0)
+    dense = TinyConv().eval()
+    calib = torch.randn(40, 1, 16, 16, generator=torch.Generator().manual_seed(6))
+    cache: dict = {}
+    for lam in (1e-6, 3e-6):
+        cfg = NoRetrainConfig(lam=lam, importance="gptq-fisher")
+        plain, cached = copy.deepcopy(dense), copy.deepcopy(dense)
+        rd_quantize_(plain, cfg, calib)
+        rd_quantize_(cached, cfg, calib, cache=cache)
+        a, b = plain_state_dict(plain), plain_state_dict(cached)
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert set(cache) == {"outputs", ("stats", True, True)}

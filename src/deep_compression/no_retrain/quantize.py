@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -79,15 +80,21 @@ def rd_quantize_(
     model: nn.Module,
     config: NoRetrainConfig | None = None,
     calibration: torch.Tensor | None = None,
+    *,
+    cache: dict[Any, Any] | None = None,
 ) -> RDReport:
     """Rate-distortion quantize every ``Linear``/``ConvNd`` weight of ``model``, in place.
 
     Args:
         model: a trained (dense, pruned or quantized) model.
         config: :class:`NoRetrainConfig` (default settings if None).
-        calibration: optional ``(N, ...)`` model inputs (a few hundred training samples,
+        calibration: optional ``(N, ...)`` model inputs (a few thousand training samples,
             not the validation split) for the per-feature importance and the bias
             correction; None is the data-free mode.
+        cache: a dict kept across calls on copies of the *same* model with the *same*
+            calibration inputs (a search over ``lam``): the model's calibration
+            statistics and outputs are computed once and reused (on LeNet-5 they took 14
+            of a candidate's 23 seconds).
 
     Returns:
         The per-layer :class:`RDReport`.
@@ -103,19 +110,20 @@ def rd_quantize_(
     mode = resolve_importance(config.importance, use_data)
     # The dense model's outputs on the calibration inputs: each bias correction is kept
     # only if it brings the quantized model's outputs closer to these.
-    reference = _outputs(model, calibration) if use_data and config.bias_correction else None
-    dense_stats = (
-        _gather(
-            model,
-            calibration,
-            list(layers),
-            True,
-            fisher=mode in ("fisher", "gptq-fisher"),
-            covariance=mode in ("gptq", "gptq-fisher"),
-        )
-        if use_data
-        else {}
-    )
+    cache = {} if cache is None else cache
+    reference, dense_stats = None, {}
+    if use_data:
+        assert calibration is not None
+        fisher, covariance = mode in ("fisher", "gptq-fisher"), mode in ("gptq", "gptq-fisher")
+        if config.bias_correction:
+            if "outputs" not in cache:
+                cache["outputs"] = _outputs(model, calibration)
+            reference = cache["outputs"]
+        key = ("stats", fisher, covariance)
+        if key not in cache:
+            cache[key] = _gather(model, calibration, list(layers), True, fisher=fisher,
+                                 covariance=covariance)  # fmt: skip
+        dense_stats = cache[key]
     rows = []
     for name, layer in layers.items():
         with torch.no_grad():

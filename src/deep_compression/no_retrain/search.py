@@ -264,6 +264,8 @@ class _Search:
     trials: list[Trial] = field(default_factory=list)
     # The smallest file within budget so far: (its trial, model, report).
     best: tuple[Trial, nn.Module, RDReport] | None = None
+    # The dense model's calibration statistics, computed once (see rd_quantize_).
+    cache: dict[Any, Any] = field(default_factory=dict)
 
     def run(self, lam: float) -> tuple[bool, bool]:
         """Make, size and evaluate the candidate of ``lam`` (with the importance of
@@ -273,7 +275,7 @@ class _Search:
             if (t.importance, t.lam) == (cfg.importance, lam):
                 return t.val_error <= self.limit, t.val_error <= self.limit + self.tolerance
         candidate = copy.deepcopy(self.model)
-        report = rd_quantize_(candidate, cfg, self.calibration)
+        report = rd_quantize_(candidate, cfg, self.calibration, cache=self.cache)
         size = encoded_size(
             candidate, coder=self.coder, gap_bits=self.gap_bits, metadata=self.metadata
         )
@@ -351,7 +353,7 @@ def _result(search: _Search, dense_error: float, t0: float) -> NoRetrainResult:
         trial = min(search.trials, key=lambda t: (t.val_error, t.file_bytes))
         chosen = copy.deepcopy(search.model)
         cfg = replace(search.base, importance=trial.importance).with_lam(trial.lam)
-        report = rd_quantize_(chosen, cfg, search.calibration)
+        report = rd_quantize_(chosen, cfg, search.calibration, cache=search.cache)
     return NoRetrainResult(
         chosen,
         replace(search.base, importance=trial.importance).with_lam(trial.lam),
