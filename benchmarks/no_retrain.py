@@ -241,14 +241,15 @@ def run_search(
         # What compress --no-retrain runs: importance "auto" (with calibration inputs:
         # gptq-fisher and weights, the smaller file), the default schedule, the noise
         # allowance of the split's size.
-        noise = validation_noise(error_pct(dense, data.val), len(data.val))
+        dense_val = error_pct(dense, data.val)
         res = compress_without_retraining(
             dense,
             lambda m: error_pct(m, data.val),
             budget,
             calibration=cal,
             metadata=meta,
-            tolerance=noise,
+            tolerance=validation_noise(dense_val, len(data.val)),
+            dense_error=dense_val,
         )
         blob = dcz_bytes(res.model, meta)
         assert len(blob) == res.file_bytes

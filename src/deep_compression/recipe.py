@@ -105,13 +105,7 @@ class Recipe:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
-            "model": self.model,
-            "model_args": dict(self.model_args),
-            # A built-in stays its name, so older run digests still match.
-            "dataset": self.dataset.root
-            if self.dataset.format == "builtin"
-            else self.dataset.to_dict(),
-            "seed": self.seed,
+            **_common_dict(self),
             "prune": self.prune.to_dict(),
             "quantize": self.quantize.to_dict(),
             "encode": self.encode.to_dict(),
@@ -153,6 +147,19 @@ def _check_common(recipe: Recipe | NoRetrainRecipe) -> None:
         raise ConfigError(f"model_args must be a table, got {recipe.model_args!r}")
     if not isinstance(recipe.validation, ValidationConfig):
         raise ConfigError(f"validation must be a ValidationConfig, got {recipe.validation!r}")
+
+
+def _common_dict(recipe: Recipe | NoRetrainRecipe) -> dict[str, Any]:
+    """The keys both kinds of recipe write first (model, its arguments, dataset, seed)."""
+    return {
+        "model": recipe.model,
+        "model_args": dict(recipe.model_args),
+        # A built-in stays its name, so older run digests still match.
+        "dataset": recipe.dataset.root
+        if recipe.dataset.format == "builtin"
+        else recipe.dataset.to_dict(),
+        "seed": recipe.seed,
+    }
 
 
 def _common_parsers(base_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
@@ -225,18 +232,12 @@ class NoRetrainRecipe:
         )
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "model": self.model,
-            "model_args": dict(self.model_args),
-            "dataset": self.dataset.root
-            if self.dataset.format == "builtin"
-            else self.dataset.to_dict(),
-            "seed": self.seed,
+        return {
+            **_common_dict(self),
             "validation": self.validation.to_dict(),
             "no_retrain": self.no_retrain.to_dict(),
             "encode": self.encode.to_dict(),
         }
-        return d
 
     def digest(self) -> str:
         """A short hash of the recipe's content."""

@@ -19,10 +19,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import tomli_w
-
 from deep_compression import __version__
-from deep_compression.budget.recipe_file import _pct, _toml_ready
+from deep_compression.budget.recipe_file import _pct, write_commented_toml
 from deep_compression.data import carve_validation, load_data
 from deep_compression.encode import encode_model
 from deep_compression.errors import ConfigError
@@ -142,7 +140,8 @@ def _choose(
         return chosen, plan.config, rd, val_error(model), []
     # How far over the limit a candidate may measure and still be noise (2 standard
     # errors of the dense error rate on this many images): it steers, never chooses.
-    noise = validation_noise(val_error(model), val_images)
+    dense_val = val_error(model)
+    noise = validation_noise(dense_val, val_images)
     log(f"[no-retrain] searching within {plan.max_error_increase} points of the dense "
         f"validation error ({val_images:,} images; candidates up to {noise:.2f} points "
         "over the limit count as noise while searching)")  # fmt: skip
@@ -156,7 +155,7 @@ def _choose(
         calibration=calibration, coder=recipe.encode.coder,
         gap_bits=dict(recipe.encode.gap_bits), metadata=file_meta,
         lam_start=plan.config.lam if plan.lam_given else None, progress=progress,
-        tolerance=noise,
+        tolerance=noise, dense_error=dense_val,
     )  # fmt: skip
     trials = [t.__dict__ for t in result.trials]
     return result.model, result.config, result.report, result.dense_val_error, trials
@@ -184,11 +183,8 @@ def write_no_retrain_recipe(
         f"{_pct(doc['final']['val_error'])}",
         "# Repeat the run exactly (same checkpoint, same file byte for byte):",
         f"#   deep-compression compress --recipe {path} {checkpoint}",
-        "",
     ]
-    text = "\n".join(header) + "\n" + tomli_w.dumps(_toml_ready(recipe.to_dict()))
-    atomic_write(path, text.encode())
-    return Path(path)
+    return write_commented_toml(path, header, recipe.to_dict())
 
 
 def _markdown(doc: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from deep_compression.budget.config import BudgetConfig, Trial
 from deep_compression.fileio import atomic_write, write_json
 from deep_compression.recipe import Recipe
 
-__all__ = ["write_recipe", "write_search"]
+__all__ = ["write_commented_toml", "write_recipe", "write_search"]
 
 
 def _pct(x: float) -> str:
@@ -46,9 +46,16 @@ def write_recipe(
         f"#   quantized  validation error {_pct(quantized['val_error'])}",
         "# Repeat the run exactly (same checkpoint, same files byte for byte):",
         f"#   deep-compression compress --recipe {path} {checkpoint}",
-        "",
     ]
-    text = "\n".join(header) + "\n" + tomli_w.dumps(_toml_ready(recipe.to_dict()))
+    return write_commented_toml(path, header, recipe.to_dict())
+
+
+def write_commented_toml(
+    path: str | os.PathLike[str], header: list[str], table: Mapping[str, Any]
+) -> Path:
+    """Write ``table`` as TOML (``None`` entries dropped) after the ``header`` comment
+    lines, atomically."""
+    text = "\n".join(header) + "\n\n" + tomli_w.dumps(_toml_ready(table))
     atomic_write(path, text.encode())
     return Path(path)
 

@@ -276,17 +276,23 @@ def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None
     """``--no-retrain --max-error-increase P`` (a ``[no_retrain]`` recipe gives the other
     settings), or a ``[no_retrain]`` recipe run as it is."""
     from deep_compression.budget.no_retrain_run import compress_no_retrain
-    from deep_compression.no_retrain.config import NoRetrainPlan
+    from deep_compression.no_retrain.config import (
+        CALIBRATION_IMAGES,
+        NoRetrainConfig,
+        NoRetrainPlan,
+    )
     from deep_compression.pipeline import copy_final
     from deep_compression.recipe import NoRetrainRecipe
 
     if args.no_retrain:  # the search: the checkpoint, options and recipe give the rest
         start = _starting_recipe(args, checkpoint)
         given = recipe if isinstance(recipe, NoRetrainRecipe) else None
-        base = given.no_retrain if given else NoRetrainPlan(lam_given=True)
-        calibration = base.calibration if args.calibration is None else args.calibration
-        plan = NoRetrainPlan(base.config, args.max_error_increase, calibration,
-                             lam_given=bool(given and base.lam_given))  # fmt: skip
+        base = given.no_retrain if given else None
+        calibration = args.calibration if args.calibration is not None else (
+            base.calibration if base else CALIBRATION_IMAGES)  # fmt: skip
+        plan = NoRetrainPlan(base.config if base else NoRetrainConfig(),
+                             args.max_error_increase, calibration,
+                             lam_given=bool(base and base.lam_given))  # fmt: skip
         recipe = NoRetrainRecipe(
             start.model, plan, dataset=start.dataset, model_args=start.model_args,
             seed=start.seed, validation=start.validation,

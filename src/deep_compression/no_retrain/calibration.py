@@ -63,7 +63,7 @@ class _Sums:
 
     def add_input(self, layer: nn.Module, x: torch.Tensor, covariance: bool) -> None:
         cols = _columns(layer, x)
-        if cols is None:  # see _finish: the variance of the whole input
+        if cols is None:  # see finish: the variance of the whole input
             self.scalar, cols = True, x.reshape(-1, 1)
         cols = cols.double()
         s1 = cols.sum(0).numpy()
@@ -116,13 +116,14 @@ def _gather(
     names: Sequence[str],
     inputs: bool,
     fisher: bool = False,
-    seed: int = 0,
     covariance: bool = False,
     chunk: int = CHUNK,
+    outputs: list[torch.Tensor] | None = None,
 ) -> dict[str, _Stats]:
     """One pass over ``calibration``, ``chunk`` inputs at a time, recording per layer
     input variances (if ``inputs``; with ``covariance`` the covariance too), output means
-    and (if ``fisher``) the Fisher information of each output.
+    and (if ``fisher``) the Fisher information of each output. With ``outputs`` (a list),
+    the model's outputs of each chunk are appended to it too (float64), from the same pass.
 
     The Fisher information is an expectation over the model's own predictive
     distribution: the true Fisher, so no labels are needed.
@@ -151,10 +152,12 @@ def _gather(
         for start in range(0, calibration.shape[0], chunk):
             batch = calibration[start : start + chunk]
             if fisher:
-                _fisher_pass(model, batch, names, sums, grads)
+                out = _fisher_pass(model, batch, names, sums, grads)
             else:
                 with torch.no_grad():
-                    model(batch)
+                    out = model(batch)
+            if outputs is not None:
+                outputs.append(out.detach().double())
     finally:
         for h in handles:
             h.remove()
@@ -169,12 +172,13 @@ def _fisher_pass(
     names: Sequence[str],
     sums: dict[str, _Sums],
     grads: dict[str, torch.Tensor],
-) -> None:
-    """Add one chunk's Fisher information to ``sums``: exactly, as an expectation over
-    the model's own class probabilities ``p_k``, by one backward pass per class ``k`` of
-    ``sum_n sqrt(p_nk) CE(logits_n, k)``, whose squared per-sample gradients sum to
-    ``sum_k p_nk (dCE_k/dy)^2``. The loss is summed over samples, so the gradient at a
-    sample's output is that sample's own."""
+) -> torch.Tensor:
+    """Add one chunk's Fisher information to ``sums`` and return the chunk's outputs.
+
+    Exactly, as an expectation over the model's own class probabilities ``p_k``: one
+    backward pass per class ``k`` of ``sum_n sqrt(p_nk) CE(logits_n, k)``, whose squared
+    per-sample gradients sum to ``sum_k p_nk (dCE_k/dy)^2``. The loss is summed over
+    samples, so the gradient at a sample's output is that sample's own."""
     with torch.enable_grad():
         logits = model(batch)
         probs = torch.softmax(logits.detach(), 1)
@@ -190,3 +194,4 @@ def _fisher_pass(
                 total = g.pow(2).sum(1).sum(0)
                 f = sums[name].fisher
                 sums[name].fisher = total if f is None else f + total
+    return logits

@@ -131,6 +131,7 @@ def compress_without_retraining(
     max_trials: int = 40,
     progress: Callable[[Trial], None] | None = None,
     tolerance: float = 0.0,
+    dense_error: float | None = None,
 ) -> NoRetrainResult:
     """The smallest ``.dcz`` whose validation error stays within a budget, no retraining.
 
@@ -158,6 +159,8 @@ def compress_without_retraining(
         tolerance: points over the limit that still count as measurement noise for
             steering the search (never for choosing); see
             :func:`validation_noise` for a value from the split's size.
+        dense_error: ``evaluate_fn(model)`` when the caller has measured it already (to
+            derive ``tolerance``), so that the dense model is not evaluated twice.
 
     Returns:
         The :class:`NoRetrainResult`; if no candidate meets the budget, the one with the
@@ -173,7 +176,8 @@ def compress_without_retraining(
     )
     _positive(tolerance, "tolerance", allow_zero=True)
     modes = search_importances(base.importance, calibration is not None)
-    dense_error = _error_of(evaluate_fn, model)
+    if dense_error is None:
+        dense_error = _error_of(evaluate_fn, model)
     search = _Search(
         model,
         evaluate_fn,
@@ -197,12 +201,12 @@ def _search_one(
     search: _Search, lam0: float, grow: float, refine_steps: int, max_trials: int
 ) -> None:
     """The search with ``search.base``'s importance (its trials are the last ones)."""
-    mode, start = search.base.importance, len(search.trials)
+    start = len(search.trials)
     lo, hi = _bracket(search, lam0, grow, max_trials)
     _refine(search, lo, hi, refine_steps, max_trials)
     # Then the limit itself: between the largest lam within it and the next one tried
     # above it, where the file shrinks fastest (LeNet-5: 54 KB within, 33 KB not).
-    ours = [t for t in search.trials[start:] if t.importance == mode]
+    ours = search.trials[start:]  # this importance's trials
     ok = [t.lam for t in ours if t.val_error <= search.limit]
     if ok:
         above = [t.lam for t in ours if t.lam > max(ok)]
