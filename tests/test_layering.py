@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("coding",),
     ("dcz", "han_net"),
     ("neuron", "data", "models", "caffe_models", "checkpoint", "distributed"),
-    ("train", "batchnorm"),
+    ("train", "batchnorm", "selection"),
     ("prune", "shrink"),
     ("quantize",),
     ("sparse",),
@@ -35,7 +35,7 @@ RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 
 # Modules that must run where torch is absent (the numpy-only decoder and algorithms).
 NO_TORCH = ("errors", "table", "layer_config", "recipe_io", "fileio", "records", "coding",
-            "dcz", "neuron", "quantize/kmeans.py")  # fmt: skip
+            "dcz", "neuron", "quantize/kmeans.py", "selection/paired.py")  # fmt: skip
 
 MAX_MODULE_LINES = 400
 MAX_FUNCTION_LINES = 80

@@ -3,8 +3,10 @@
 
 :func:`compress_to_budget` (``deep-compression compress CKPT --max-error-increase P``):
 
-1. the dense checkpoint is measured on the validation split (the images it says it held
-   out, else a fresh seeded hold-out; see :mod:`deep_compression.data.split`);
+1. the dense checkpoint is measured on the validation split: the images it says it held
+   out; for a checkpoint that records none (trained elsewhere, maybe on every training
+   image), the dataset's own ``val/`` or one seeded half of the test set, the other half
+   kept for the report (see :mod:`deep_compression.data.split`);
 2. a sensitivity scan sets each layer's share of the pruning
    (:func:`~.prune_search.layer_exponents`);
 3. gradual pruning with retraining goes as far as the budget allows, undoing a round
@@ -12,6 +14,10 @@
 4. bit widths drop, uniformly and then per layer, while within budget
    (:func:`~.bits_search.search_bits`);
 5. the coding is chosen by size (``coder = "best"``, per-layer gap widths ``"auto"``).
+
+Every decision compares the candidate with the dense model on the same images
+(:class:`~deep_compression.selection.PairedJudge`): a candidate is kept when its error
+increase is within the budget with ``config.confidence`` (90% by default).
 
 The chosen schedule is written as a recipe (``recipe.toml`` in the run directory): the
 run goes through the same files and ``pipeline.json`` as :func:`~deep_compression.pipeline
@@ -36,18 +42,18 @@ from deep_compression.budget.config import FINETUNE, RETRAIN, BudgetConfig, Cloc
 from deep_compression.budget.prune_search import PruneSearch, layer_exponents, search_pruning
 from deep_compression.budget.recipe_file import write_recipe, write_search
 from deep_compression.checkpoint import read_meta
-from deep_compression.data import (
-    Data,
-    DatasetConfig,
-    ValidationConfig,
-    carve_validation,
-    load_data,
-)
+from deep_compression.data import Data, DatasetConfig, ValidationConfig
 from deep_compression.encode import EncodeConfig
 from deep_compression.errors import ConfigError
 from deep_compression.loading import load_model
 from deep_compression.phases import Log, PruneOutcome
-from deep_compression.pipeline import base_meta, compress, describe_source, phase_digests
+from deep_compression.pipeline import (
+    base_meta,
+    compress,
+    describe_source,
+    phase_digests,
+    split_data,
+)
 from deep_compression.pipeline.state import RunState
 from deep_compression.pipeline.steps import Run, dense_step, save_pruned, save_quantized
 from deep_compression.progress import log as default_log
@@ -55,6 +61,7 @@ from deep_compression.prune import NoPruning, PruneRound, PruneSchedule, sparsit
 from deep_compression.quantize import QuantizeConfig
 from deep_compression.recipe import Recipe, digest
 from deep_compression.records import RunReport
+from deep_compression.selection import PairedJudge
 from deep_compression.train import TrainConfig, evaluate
 
 __all__ = ["BudgetConfig", "Trial", "compress_to_budget", "starting_recipe"]
@@ -97,10 +104,10 @@ def starting_recipe(
             validation = ValidationConfig.from_value(recorded)
         else:
             validation = ValidationConfig()
-            log(f"[budget] {checkpoint} does not record a validation split: holding out "
-                "5,000 training images (a tenth of a smaller set; seed 0); if the model was "
-                "trained on them, its validation error is optimistic and the budget "
-                "tighter")  # fmt: skip
+            log(f"[budget] {checkpoint} does not record the images it held out, so it may "
+                "have seen every training image: decisions go to the dataset's val/ or to "
+                "one seeded half of the test set, the report to the other half (--val-from "
+                "train if the model never saw some training images)")  # fmt: skip
     if not validation.enabled:
         raise ConfigError("compressing to a budget needs a validation split (--val-size > 0)")
     return Recipe(model=spec, model_args=args, dataset=dataset, validation=validation, seed=seed,
@@ -184,9 +191,10 @@ def compress_to_budget(
     if (run_dir / "pipeline.json").exists() and not force:
         raise ConfigError(f"{run_dir} holds a run; pass --force to replace it or another --out-dir")
     source, ckpt_meta = describe_source(recipe, ckpt)
-    data = carve_validation(load_data(recipe.dataset, data_dir, allow_code=allow_code),
-                            recipe.validation)  # fmt: skip
-    assert data.val is not None
+    data, resolved = split_data(recipe, ckpt_meta, from_checkpoint=True, data_dir=data_dir,
+                                allow_code=allow_code, log=log)  # fmt: skip
+    assert isinstance(resolved, Recipe) and data.val is not None
+    recipe = resolved
     run_dir.mkdir(parents=True, exist_ok=True)
     run = Run(recipe, run_dir, data.train, data.val, data.test,
               base_meta(recipe, ckpt_meta, data.info.preprocessing),
@@ -194,8 +202,7 @@ def compress_to_budget(
     records = {"dense": dense_step(run, ckpt)}
     dense, _ = load_model(run.file("dense"), allow_code=allow_code)
     limit = records["dense"]["val_error"] + config.max_error_increase / 100
-    log(f"[budget] dense validation error {100 * records['dense']['val_error']:.2f}%: the "
-        f"limit is {100 * limit:.2f}%")  # fmt: skip
+    judge = _judge(dense, data, config, recipe.validation.seed, log)
     trials: list[Trial] = []
     config, retrain, finetune = _settings(config, data, dense, retrain, finetune)
     n_layers = len(sparsity_report(dense).layers)
@@ -210,11 +217,11 @@ def compress_to_budget(
         return epoch * (config.polish_epochs + 0.5 + quantize)
 
     t_prune = clock.elapsed()
-    found = search_pruning(dense, data.train, data.val, limit, exponents, retrain, config, clock,
+    found = search_pruning(dense, data.train, data.val, judge, exponents, retrain, config, clock,
                            trials, reserve=reserve, progress=progress, log=log)  # fmt: skip
     records["pruned"] = save_pruned(run, found.model, _outcome(found, clock.elapsed() - t_prune))
     _, pruned_meta = load_model(run.file("pruned"), allow_code=allow_code)
-    bits = search_bits(found.model, data.train, data.val, limit, finetune, config, clock, trials,
+    bits = search_bits(found.model, data.train, data.val, judge, finetune, config, clock, trials,
                        log=log)  # fmt: skip
     records["quantized"] = save_quantized(run, bits.model, pruned_meta, bits.outcome)
     chosen = replace(recipe, prune=found.schedule, quantize=bits.config)
@@ -224,6 +231,16 @@ def compress_to_budget(
                       progress=progress, log=log)  # fmt: skip
     write_search(run_dir / "search.json", config, limit, records, trials, clock.elapsed())
     return report, chosen
+
+
+def _judge(dense: nn.Module, data: Data, config: BudgetConfig, seed: int, log: Log) -> PairedJudge:
+    """The judge of every decision: the dense model's errors on the validation images,
+    decoded into memory once."""
+    judge = PairedJudge(dense, data.val, config.max_error_increase, config.confidence, seed=seed)
+    log(f"[budget] dense validation error {judge.reference_error:.2f}% on {judge.images:,} "
+        f"images: a candidate is kept when its increase, paired image by image, is within "
+        f"{config.max_error_increase} points with {100 * config.confidence:g}% confidence")
+    return judge
 
 
 def _outcome(found: PruneSearch, seconds: float) -> PruneOutcome:

@@ -16,6 +16,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deep_compression.budget.config import BudgetConfig, Clock, Trial
+from deep_compression.budget.prune_search import Judge, describe
 from deep_compression.phases import QuantizeOutcome, quantize_phase
 from deep_compression.prune import prunable_layers, sparsity_report
 from deep_compression.quantize import QuantizeConfig
@@ -44,7 +45,7 @@ def search_bits(
     pruned: nn.Module,
     train: Dataset,
     val: Dataset,
-    limit: float,
+    judge: Judge,
     finetune: TrainConfig,
     config: BudgetConfig,
     clock: Clock,
@@ -52,10 +53,11 @@ def search_bits(
     *,
     log: Log = print,
 ) -> BitsSearch:
-    """The fewest bits per layer whose quantized ``pruned`` model (unchanged) keeps the
-    validation error within ``limit`` (a fraction).
+    """The fewest bits per layer whose quantized ``pruned`` model (unchanged) ``judge``
+    finds within the budget.
 
     Args:
+        judge: ``model -> Verdict`` (see :func:`~.prune_search.search_pruning`).
         finetune: centroid fine-tuning of every candidate.
     """
     layers = prunable_layers(pruned)
@@ -71,11 +73,13 @@ def search_bits(
         model = copy.deepcopy(pruned)
         outcome = quantize_phase(model, qc, train, val, progress=False, log=lambda _: None)
         err = outcome.test_error
-        ok = err <= limit
-        trials.append(Trial(stage, {"bits": dict(bits)}, err, ok, clock.elapsed()))
+        verdict = judge(model)
+        ok = verdict.accepted
+        trials.append(Trial(stage, {"bits": dict(bits)}, err, ok, clock.elapsed(),
+                            verdict.to_dict()))  # fmt: skip
         last_s = clock.elapsed() - t0
         shown = ", ".join(f"{n} {b}" for n, b in bits.items())
-        log(f"[budget] bits {shown}: validation error {100 * err:.2f}%")
+        log(f"[budget] bits {shown}: validation error {100 * err:.2f}% ({describe(verdict)})")
         return err, BitsSearch(qc, model, outcome, ok)
 
     best: BitsSearch | None = None

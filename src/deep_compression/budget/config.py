@@ -44,6 +44,8 @@ class BudgetConfig:
         min_bits: the fewest bits a layer may get.
         augment: retraining shifts images by up to this many pixels (None: 1 for image
             inputs of at least 8 x 8, else 0).
+        confidence: a candidate is kept when its error increase over the dense model,
+            paired on the same images, is within the budget with this confidence.
     """
 
     max_error_increase: float
@@ -59,6 +61,7 @@ class BudgetConfig:
     bits: tuple[int, ...] = (6, 5, 4, 3)
     min_bits: int = 2
     augment: int | None = None
+    confidence: float = 0.9
 
     def __post_init__(self) -> None:
         p = self.max_error_increase
@@ -75,6 +78,9 @@ class BudgetConfig:
             raise ConfigError("need 0 < first_keep <= 1 and 0 < step < min_step < 1")
         if not self.bits or any(not 1 <= b <= 16 for b in self.bits) or not 1 <= self.min_bits:
             raise ConfigError(f"bits must be in 1..16, got {self.bits}, min {self.min_bits}")
+        c = self.confidence
+        if isinstance(c, bool) or not isinstance(c, int | float) or not 0.5 <= c < 1:
+            raise ConfigError(f"confidence must be in [0.5, 1), got {c!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -110,6 +116,8 @@ class Trial:
     val_error: float
     accepted: bool
     seconds: float
+    # The paired comparison with the dense model that decided (prune and bits steps).
+    verdict: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

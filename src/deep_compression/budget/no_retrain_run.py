@@ -21,23 +21,18 @@ from typing import Any
 
 from deep_compression import __version__
 from deep_compression.budget.recipe_file import _pct, write_commented_toml
-from deep_compression.data import carve_validation, load_data
 from deep_compression.encode import encode_model
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
 from deep_compression.loading import load_dcz, load_model
-from deep_compression.no_retrain import (
-    compress_without_retraining,
-    rd_quantize_,
-    validation_noise,
-)
+from deep_compression.no_retrain import compress_without_retraining, rd_quantize_
 from deep_compression.no_retrain.config import CALIBRATION_IMAGES, NoRetrainPlan
 from deep_compression.phases import Log
-from deep_compression.pipeline import base_meta, describe_source
+from deep_compression.pipeline import base_meta, describe_source, split_data
 from deep_compression.prune.schedule import calibration_batch
 from deep_compression.recipe import NoRetrainRecipe
+from deep_compression.selection import PairedJudge
 from deep_compression.table import format_table
-from deep_compression.train import evaluate
 
 __all__ = ["CALIBRATION_IMAGES", "compress_no_retrain", "write_no_retrain_recipe"]
 
@@ -71,13 +66,10 @@ def compress_no_retrain(
         raise ConfigError(f"{run_dir} holds a run; pass --force to replace it or another --out-dir")
     plan = recipe.no_retrain
     _, ckpt_meta = describe_source(recipe, ckpt)
-    held_out = ckpt_meta.details.get("validation") if ckpt_meta is not None else None
-    if held_out is not None and held_out != recipe.validation.to_dict():
-        log(f"[no-retrain] warning: {ckpt} held out validation = {held_out}, the recipe says "
-            f"{recipe.validation.to_dict()}: the validation error may be optimistic")  # fmt: skip
-    data = carve_validation(load_data(recipe.dataset, data_dir, allow_code=allow_code),
-                            recipe.validation)  # fmt: skip
-    assert data.val is not None
+    data, resolved = split_data(recipe, ckpt_meta, from_checkpoint=True, data_dir=data_dir,
+                                allow_code=allow_code, log=log)  # fmt: skip
+    assert isinstance(resolved, NoRetrainRecipe) and data.val is not None
+    recipe = resolved
     model, _ = load_model(ckpt, model=recipe.model, model_args=recipe.model_args,
                           allow_code=allow_code)  # fmt: skip
     meta = base_meta(recipe, ckpt_meta, data.info.preprocessing)
@@ -86,12 +78,13 @@ def compress_no_retrain(
     calibration = (
         calibration_batch(data.train, plan.calibration, recipe.seed) if plan.calibration else None
     )
+    # Decoded once: every candidate is compared with the dense model on these tensors.
+    judge = PairedJudge(model, data.val, plan.max_error_increase or 0.0, plan.confidence,
+                        seed=recipe.validation.seed)  # fmt: skip
 
-    def val_error(m: Any) -> float:
-        return 100.0 * (1.0 - evaluate(m, data.val)[1])
-
-    chosen, config, rd, dense_val, trials = _choose(recipe, model, val_error, len(data.val),
-                                                    calibration, file_meta, log)  # fmt: skip
+    t_search = time.perf_counter()
+    chosen, config, rd, trials = _choose(recipe, model, judge, calibration, file_meta, log)
+    t_search = time.perf_counter() - t_search
     run_dir.mkdir(parents=True, exist_ok=True)
     report = encode_model(chosen, final, recipe.encode, metadata=file_meta)
     decoded, _ = load_dcz(final, allow_code=allow_code)
@@ -99,10 +92,11 @@ def compress_no_retrain(
         "tool_version": __version__,
         "checkpoint": str(ckpt),
         "max_error_increase": plan.max_error_increase,
-        "dense": {"val_error": dense_val / 100,
-                  "test_error": 1.0 - evaluate(model, data.test)[1]},
-        "final": {"val_error": val_error(decoded) / 100,
-                  "test_error": 1.0 - evaluate(decoded, data.test)[1]},
+        "confidence": plan.confidence,
+        **_measurements(model, decoded, judge, data, recipe),
+        "search": {"candidates": len(trials), "seconds": round(t_search, 1),
+                   "seconds_per_candidate": round(t_search / max(1, len(trials)), 2),
+                   "dense_evaluation_seconds": round(judge.reference_seconds, 2)},
         "file_bytes": report.file_bytes,
         "original_bytes": report.original_bytes,
         "rate": report.rate,
@@ -121,44 +115,72 @@ def compress_no_retrain(
     return doc
 
 
+def _measurements(
+    model: Any, decoded: Any, judge: PairedJudge, data: Any, recipe: NoRetrainRecipe
+) -> dict[str, Any]:
+    """The splits, and the dense and final errors on both with the final file's paired
+    increase: on the test images (the part no decision saw) measured once, for the
+    report."""
+    test = PairedJudge(model, data.test, judge.budget, judge.confidence, early=False)
+    on_test, on_val = test(decoded).estimate, judge(decoded).estimate
+    return {
+        "validation": recipe.validation.to_dict(),
+        "splits": {"decisions": recipe.validation.describe(len(data.val), len(data.test)),
+                   "validation_images": len(data.val), "test_images": len(data.test)},
+        "dense": {"val_error": judge.reference_error / 100,
+                  "test_error": test.reference_error / 100},
+        "final": {"val_error": on_val.candidate / 100, "test_error": on_test.candidate / 100,
+                  "val_increase": on_val.to_dict(), "test_increase": on_test.to_dict()},
+    }  # fmt: skip
+
+
 def _choose(
     recipe: NoRetrainRecipe,
     model: Any,
-    val_error: Any,
-    val_images: int,
+    judge: PairedJudge,
     calibration: Any,
     file_meta: dict[str, Any],
     log: Log,
-) -> tuple[Any, Any, Any, float, list[dict[str, Any]]]:
-    """The quantized model, its config, its per-layer report, the dense validation error
-    and the search's trials: by the search within the budget, or the recipe's ``lam``
-    applied once."""
+) -> tuple[Any, Any, Any, list[dict[str, Any]]]:
+    """The quantized model, its config, its per-layer report and the search's trials: by
+    the search within the budget (each candidate judged against the dense model on the
+    same images), or the recipe's ``lam`` applied once."""
     plan = recipe.no_retrain
     if plan.max_error_increase is None:
         chosen = copy.deepcopy(model)
         rd = rd_quantize_(chosen, plan.config, calibration)
-        return chosen, plan.config, rd, val_error(model), []
-    # How far over the limit a candidate may measure and still be noise (2 standard
-    # errors of the dense error rate on this many images): it steers, never chooses.
-    dense_val = val_error(model)
-    noise = validation_noise(dense_val, val_images)
-    log(f"[no-retrain] searching within {plan.max_error_increase} points of the dense "
-        f"validation error ({val_images:,} images; candidates up to {noise:.2f} points "
-        "over the limit count as noise while searching)")  # fmt: skip
+        return chosen, plan.config, rd, []
+    log(f"[no-retrain] dense validation error {judge.reference_error:.2f}% on "
+        f"{judge.images:,} images; a candidate is kept when its increase is within "
+        f"{plan.max_error_increase} points with {100 * plan.confidence:g}% confidence "
+        "(paired with the dense model, image by image)")  # fmt: skip
 
     def progress(t: Any) -> None:
         log(f"[no-retrain] {t.importance:<11} lam {t.lam:<9.3g} {t.file_bytes:>9,} B  "
-            f"validation error {t.val_error:.2f}%")  # fmt: skip
+            f"+{t.increase:.2f} points (bound {t.high:.2f}) on {t.images:,} images: "
+            f"{'within' if t.accepted else 'over' if t.broken else 'not clearly within'}")
 
     result = compress_without_retraining(
-        model, val_error, plan.max_error_increase, config=plan.config,
+        model, lambda m: judge(m).error, plan.max_error_increase, config=plan.config,
         calibration=calibration, coder=recipe.encode.coder,
         gap_bits=dict(recipe.encode.gap_bits), metadata=file_meta,
         lam_start=plan.config.lam if plan.lam_given else None, progress=progress,
-        tolerance=noise, dense_error=dense_val,
+        dense_error=judge.reference_error, judge=judge,
     )  # fmt: skip
-    trials = [t.__dict__ for t in result.trials]
-    return result.model, result.config, result.report, result.dense_val_error, trials
+    warn_underpowered(judge, result.trials, plan.max_error_increase, log)
+    return result.model, result.config, result.report, [t.__dict__ for t in result.trials]
+
+
+def warn_underpowered(judge: PairedJudge, trials: Any, budget: float, log: Log) -> None:
+    """Say so when the selection images are too few to resolve the budget: the bound of
+    the chosen candidates sits more than half the budget above their estimate."""
+    full = [t for t in trials if t.high is not None and t.images == judge.images]
+    widths = [t.high - t.increase for t in full]
+    if not widths or min(widths) <= budget / 2:
+        return
+    log(f"[no-retrain] warning: {judge.images:,} images cannot resolve a {budget}-point "
+        f"budget (the {100 * judge.confidence:g}% bound is {min(widths):.2f} points above the "
+        "estimate at best): the choice is timid; give more validation images")  # fmt: skip
 
 
 def write_no_retrain_recipe(
@@ -181,6 +203,7 @@ def write_no_retrain_recipe(
         f"#   dense      validation error {_pct(doc['dense']['val_error'])}",
         f"#   model.dcz  {doc['file_bytes']:,} bytes, validation error "
         f"{_pct(doc['final']['val_error'])}",
+        f"#   {doc['splits']['decisions']}",
         "# Repeat the run exactly (same checkpoint, same file byte for byte):",
         f"#   deep-compression compress --recipe {path} {checkpoint}",
     ]
@@ -194,6 +217,19 @@ def _markdown(doc: dict[str, Any]) -> str:
          _pct(doc["final"]["val_error"]), _pct(doc["final"]["test_error"])],
     ]  # fmt: skip
     table = format_table(["model", "file", "validation error", "test error"], rows)
+    final = doc["final"]
+    lines = [f"Decisions: {doc['splits']['decisions']}."]
+    for split in ("val", "test"):
+        inc = final[f"{split}_increase"]
+        name = "validation" if split == "val" else "test"
+        lines.append(f"Increase over dense on {name} ({inc['n']:,} images, paired): "
+                     f"{inc['increase']:+.2f} points, {100 * (2 * inc['confidence'] - 1):g}% "
+                     f"interval [{inc['low']:+.2f}, {inc['high']:+.2f}].")  # fmt: skip
+    search = doc["search"]
+    if doc["max_error_increase"] is not None:
+        lines.append(f"Search: {search['candidates']} candidates in {search['seconds']} s "
+                     f"({search['seconds_per_candidate']} s each).")  # fmt: skip
+    table += "\n\n" + "\n".join(lines)
     layers = format_table(
         ["layer", "weights", "kept", "codewords", "relative error", "model bytes",
          "bias corrected"],

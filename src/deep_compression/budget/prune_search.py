@@ -40,6 +40,7 @@ from deep_compression.prune import (
     prune_,
     run_schedule,
 )
+from deep_compression.selection import Verdict
 from deep_compression.train import TrainConfig, evaluate
 
 __all__ = ["SENSITIVITY_KEEP", "layer_exponents", "PruneSearch", "search_pruning"]
@@ -50,6 +51,14 @@ MIN_EXPONENT = 0.1  # every layer is pruned at least a little as the others go d
 MIN_KEEP = 0.002  # no layer keeps less than 0.2% of its weights
 
 Log = Callable[[str], None]
+Judge = Callable[[nn.Module], Verdict]
+
+
+def describe(verdict: Verdict) -> str:
+    """``+0.42 points, bound +0.80: within`` for a log line."""
+    est = verdict.estimate
+    word = "within" if verdict.accepted else "over" if verdict.broken else "not clearly within"
+    return f"{est.increase:+.2f} points, bound {est.high:+.2f} on {est.n:,} images: {word}"
 
 
 def _error(model: nn.Module, data: Dataset) -> float:
@@ -141,7 +150,7 @@ def search_pruning(
     model: nn.Module,
     train: Dataset,
     val: Dataset,
-    limit: float,
+    judge: Judge,
     exponents: Mapping[str, float],
     retrain: TrainConfig,
     config: BudgetConfig,
@@ -152,10 +161,12 @@ def search_pruning(
     progress: bool = False,
     log: Log = print,
 ) -> PruneSearch:
-    """Prune ``model`` (dense, unchanged) in rounds while the validation error after
-    retraining stays within ``limit`` (a fraction).
+    """Prune ``model`` (dense, unchanged) in rounds while ``judge`` finds the model after
+    retraining within the budget.
 
     Args:
+        judge: ``model -> Verdict`` (a :class:`~deep_compression.selection.PairedJudge`
+            holding the dense model's errors on ``val``).
         retrain: every round's retraining (``epochs`` = ``config.round_epochs``).
         reserve: seconds to keep for what follows, given the seconds of one epoch.
     """
@@ -175,14 +186,13 @@ def search_pruning(
         trial, result = _try_round(state, model, schedule, train, val, progress)
         epoch_s = result.seconds / max(1, retrain.epochs + 0.5)
         err = 1.0 - result.accuracy_retrained
-        ok = err <= limit
+        verdict = judge(trial)
+        ok = verdict.accepted
         keeps = result.report.kept_fractions()
-        trials.append(Trial("prune", {"s": s, "kept": keeps}, err, ok, clock.elapsed()))
-        log(
-            f"[budget] round {len(accepted) + 1}: kept {100 * result.report.kept_fraction:.2f}%"
-            f" -> validation error {100 * err:.2f}% ({'within' if ok else 'over'} "
-            f"{100 * limit:.2f}%)"
-        )
+        trials.append(Trial("prune", {"s": s, "kept": keeps}, err, ok, clock.elapsed(),
+                            verdict.to_dict()))  # fmt: skip
+        log(f"[budget] round {len(accepted) + 1}: kept {100 * result.report.kept_fraction:.2f}%"
+            f" -> validation error {100 * err:.2f}% ({describe(verdict)})")  # fmt: skip
         if ok:
             accepted.append(candidate)
             results.append(result)

@@ -37,8 +37,8 @@ def write_recipe(
         f"# Chosen by deep-compression {__version__} (compress --max-error-increase "
         f"{config.max_error_increase}) for",
         f"# {checkpoint}",
-        f"# on the validation split (validation = {recipe.validation.size!r} training images "
-        f"held out, seed {recipe.validation.seed}):",
+        f"# deciding on validation = {recipe.validation.to_dict()} (each candidate paired "
+        f"with the dense model, {100 * config.confidence:g}% confidence):",
         f"#   dense      validation error {_pct(dense['val_error'])}, limit "
         f"{_pct(dense['val_error'] + config.max_error_increase / 100)}",
         f"#   pruned     {_pct(pruned['kept_fraction'])} of the weights kept, validation "

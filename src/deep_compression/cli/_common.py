@@ -283,10 +283,22 @@ def add_validation_args(parser: argparse.ArgumentParser, default: str = "auto") 
     parser.add_argument(
         "--val-seed", type=int, default=0, metavar="SEED", help="seed of the validation draw"
     )
+    parser.add_argument(
+        "--val-from",
+        choices=("train", "test", "val"),
+        default=None,
+        help="where the validation images come from: held out of the training images "
+        "(right for a model trained here, or one that never saw them), the dataset's own "
+        "val/, or one seeded part of the test images (the rest for the report); default: "
+        "val/ if there is one, else train for a model trained here and test for a "
+        "checkpoint that does not record the split it held out",
+    )
 
 
 def validation_of(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """The :class:`~deep_compression.data.ValidationConfig` of ``--val-size/--val-seed``."""
+    """The :class:`~deep_compression.data.ValidationConfig` of ``--val-size``,
+    ``--val-seed`` and ``--val-from``."""
     from deep_compression.data import ValidationConfig
 
-    return ValidationConfig(size=args.val_size, seed=args.val_seed)
+    size = "auto" if args.val_size is None else args.val_size
+    return ValidationConfig(size=size, seed=args.val_seed, source=args.val_from or "auto")

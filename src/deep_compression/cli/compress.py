@@ -57,6 +57,14 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
         "split)",
     )
     b.add_argument(
+        "--confidence",
+        type=positive_float,
+        default=None,
+        metavar="C",
+        help="keep a candidate only when its error increase over the dense model, paired on "
+        "the same validation images, is within the budget with this confidence (0.9)",
+    )
+    b.add_argument(
         "--max-minutes",
         type=positive_float,
         metavar="M",
@@ -232,7 +240,8 @@ def run_compress(args: argparse.Namespace) -> int:
     if not budget:
         if args.no_retrain:
             raise ConfigError("--no-retrain goes with --max-error-increase P")
-        options = ("max_minutes", "model", "dataset", "val_size", "seed")
+        options = ("max_minutes", "model", "dataset", "val_size", "val_from", "seed",
+                   "confidence")  # fmt: skip
         extra = [f for f in options if getattr(args, f) is not None]
         extra += ["model_arg"] if args.model_arg else []
         if extra:
@@ -278,6 +287,7 @@ def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None
     from deep_compression.budget.no_retrain_run import compress_no_retrain
     from deep_compression.no_retrain.config import (
         CALIBRATION_IMAGES,
+        DEFAULT_CONFIDENCE,
         NoRetrainConfig,
         NoRetrainPlan,
     )
@@ -290,9 +300,11 @@ def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None
         base = given.no_retrain if given else None
         calibration = args.calibration if args.calibration is not None else (
             base.calibration if base else CALIBRATION_IMAGES)  # fmt: skip
+        confidence = args.confidence or (base.confidence if base else DEFAULT_CONFIDENCE)
         plan = NoRetrainPlan(base.config if base else NoRetrainConfig(),
                              args.max_error_increase, calibration,
-                             lam_given=bool(base and base.lam_given))  # fmt: skip
+                             lam_given=bool(base and base.lam_given),
+                             confidence=confidence)  # fmt: skip
         recipe = NoRetrainRecipe(
             start.model, plan, dataset=start.dataset, model_args=start.model_args,
             seed=start.seed, validation=start.validation,
@@ -327,7 +339,8 @@ def _starting_recipe(args: argparse.Namespace, checkpoint: Path):  # type: ignor
 
     defaults = load_any_recipe(args.recipe) if args.recipe is not None else None
     seed = args.seed if args.seed is not None else defaults.seed if defaults else 0
-    validation = None if args.val_size is None else validation_of(args)
+    given = args.val_size is not None or args.val_from is not None
+    validation = validation_of(args) if given else None
     dataset = DatasetConfig.from_value(args.dataset) if args.dataset is not None else None
     model = resolve_spec(args.model) if args.model is not None else None
     return starting_recipe(
@@ -350,7 +363,9 @@ def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-
 
     defaults = load_recipe(args.recipe) if args.recipe is not None else None
     recipe = _starting_recipe(args, checkpoint)
-    config = BudgetConfig(args.max_error_increase, max_minutes=args.max_minutes, seed=recipe.seed)
+    extra = {"confidence": args.confidence} if args.confidence else {}
+    config = BudgetConfig(args.max_error_increase, max_minutes=args.max_minutes,
+                          seed=recipe.seed, **extra)  # fmt: skip
     stem = Path(checkpoint).stem
     name = f"{stem}-budget{config.max_error_increase:g}"
     run_dir = args.out_dir or Path("runs") / "compress" / name

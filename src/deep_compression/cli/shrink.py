@@ -84,8 +84,13 @@ def run_shrink(args: argparse.Namespace) -> int:
     model, meta = load_input(args)
     meta, data = load_input_data(args, meta)
     # Retraining leaves the validation images out; the errors printed are measured on them
-    # (every decision is), and the test error once at the end, for the record.
-    data = carve_validation(data, validation_of(args))
+    # (every decision is), and the test error once at the end, for the record. A
+    # checkpoint that does not record its held-out images decides on part of the test set.
+    held_out = meta.details.get("validation")
+    validation = validation_of(args).resolve(data.val is not None, bool(held_out))
+    data = carve_validation(data, validation)
+    if data.val is not None:
+        print(validation.describe(len(data.val), len(data.test)))
     split, label = (data.val, "validation") if data.val is not None else (data.test, "test")
     if args.list_groups:
         _list_groups(model, calibration_inputs(data.train, 2))
@@ -97,7 +102,8 @@ def run_shrink(args: argparse.Namespace) -> int:
         model, config, data.train, split, progress=progress_enabled(), log=print, label=label
     )
     final = test_error(model, data.test) if data.val is not None else outcome.test_error
-    new_meta = with_stage(meta, "shrunk", final, shrink=outcome.details())
+    new_meta = with_stage(meta, "shrunk", final, shrink=outcome.details(),
+                          **({"validation": validation.to_dict()} if data.val is not None else {}))
     new_meta = replace(new_meta, model=outcome.model_spec(meta.model, model))
     save_checkpoint(args.out, model, new_meta.with_details(**{SHRUNK_KEY: True}))
     r = outcome.report

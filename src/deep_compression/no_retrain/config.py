@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from deep_compression.dcz import CODER_CHOICES
 from deep_compression.errors import ConfigError
 from deep_compression.quantize.rdq import MAX_CODEWORDS
 from deep_compression.recipe_io import from_table, reject_unknown
@@ -178,6 +179,8 @@ class NoRetrainConfig:
 # 41,228 B with 512 images and 29,341 B with 2,048. The statistics are sums over chunks,
 # so memory does not grow with the count.
 CALIBRATION_IMAGES = 2048
+# A budget holds when it does with this confidence (one-sided; deep_compression.selection).
+DEFAULT_CONFIDENCE = 0.9
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,7 @@ class NoRetrainPlan:
         lam = 1.4e-6               # with a search: where it starts; without: the setting
         importance = "auto"        # and the other NoRetrainConfig settings
         calibration = 2048         # training images weighting the error; 0 = data-free
+        confidence = 0.9           # the budget holds with this confidence (paired test)
 
     Attributes:
         config: the :class:`NoRetrainConfig` (``lam`` is the setting itself without a
@@ -201,12 +205,16 @@ class NoRetrainPlan:
         calibration: training images for the calibrated importances and the bias
             correction (0: none, data-free).
         lam_given: whether the table set ``lam`` (a search then starts there).
+        confidence: a candidate is within the budget when its error increase over the
+            dense model, on the same images, is within it with this confidence
+            (:mod:`deep_compression.selection`).
     """
 
     config: NoRetrainConfig = field(default_factory=NoRetrainConfig)
     max_error_increase: float | None = None
     calibration: int = CALIBRATION_IMAGES
     lam_given: bool = False
+    confidence: float = DEFAULT_CONFIDENCE
 
     def __post_init__(self) -> None:
         if not isinstance(self.config, NoRetrainConfig):
@@ -219,6 +227,9 @@ class NoRetrainPlan:
                 "or lam (quantize once)"
             )
         _int(self.calibration, "no_retrain.calibration", 0, 1_000_000)
+        c = self.confidence
+        if isinstance(c, bool) or not isinstance(c, int | float) or not 0.5 <= c < 1:
+            raise ConfigError(f"no_retrain.confidence must be in [0.5, 1), got {c!r}")
         if self.config.importance not in ("auto", "weights") and self.calibration == 0:
             raise ConfigError(
                 f"no_retrain.importance = {self.config.importance!r} needs calibration "
@@ -230,7 +241,7 @@ class NoRetrainPlan:
         """Build from the ``[no_retrain]`` table; unknown keys are a :class:`ConfigError`."""
         if not isinstance(d, Mapping):
             raise ConfigError(f"{where}: expected a table, got {d!r}")
-        plan_keys = {"max_error_increase", "calibration"}
+        plan_keys = {"max_error_increase", "calibration", "confidence"}
         config_keys = set(NoRetrainConfig.__dataclass_fields__)
         reject_unknown(d, plan_keys | config_keys, where)
         config = from_table(NoRetrainConfig, {k: v for k, v in d.items() if k in config_keys},
@@ -240,6 +251,7 @@ class NoRetrainPlan:
             d.get("max_error_increase"),
             d.get("calibration", CALIBRATION_IMAGES),
             "lam" in d,
+            d.get("confidence", DEFAULT_CONFIDENCE),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -249,6 +261,8 @@ class NoRetrainPlan:
         if self.max_error_increase is not None:
             d["max_error_increase"] = self.max_error_increase
         d["calibration"] = self.calibration
+        if self.confidence != DEFAULT_CONFIDENCE:  # earlier recipes keep their digests
+            d["confidence"] = self.confidence
         return d
 
 
@@ -316,3 +330,24 @@ def search_importances(importance: str, calibrated: bool) -> tuple[str, ...]:
     if importance == "auto" and calibrated:
         return AUTO_SEARCH
     return (resolve_importance(importance, calibrated),)
+
+
+def check_search(
+    max_error_increase: float,
+    lam_start: float | None,
+    grow: float,
+    refine_steps: int,
+    max_trials: int,
+    coder: str,
+) -> float:
+    """Validate :func:`compress_without_retraining`'s schedule; returns the budget."""
+    budget_points = _positive(max_error_increase, "max_error_increase", allow_zero=True)
+    if lam_start is not None:
+        _positive(lam_start, "lam_start")
+    if _positive(grow, "grow") <= 1:
+        raise ConfigError(f"grow must be > 1, got {grow!r}")
+    _int(refine_steps, "refine_steps", 0, 100)
+    _int(max_trials, "max_trials", 1, 10_000)
+    if coder not in CODER_CHOICES:
+        raise ConfigError(f"coder must be one of {', '.join(CODER_CHOICES)}, got {coder!r}")
+    return budget_points

@@ -13,6 +13,11 @@ leaves smaller files within budget unexplored (measured on LeNet-5: +0.12 points
 within the limit and the next one tried above it, where the file shrinks fastest. Only
 candidates within the limit itself are ever chosen. ``tolerance = 0`` is a plain
 bisection on the first failure.
+
+With a ``judge`` (:class:`~deep_compression.selection.PairedJudge`) the decisions are
+paired instead: a candidate is within the budget when its error increase over the dense
+model, measured on the same images, is within it with the judge's confidence, and clearly
+beyond when it is over it with that confidence; no tolerance is needed.
 """
 
 from __future__ import annotations
@@ -27,15 +32,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from deep_compression.dcz import CODER_CHOICES, to_bytes
+from deep_compression.dcz import to_bytes
 from deep_compression.encode import file_metadata, model_tensors
 from deep_compression.errors import ConfigError
 from deep_compression.no_retrain.config import (
     SEARCH_START,
     NoRetrainConfig,
     RDReport,
-    _int,
     _positive,
+    check_search,
     search_importances,
 )
 from deep_compression.no_retrain.quantize import rd_quantize_
@@ -86,6 +91,13 @@ class Trial:
     file_bytes: int
     val_error: float
     importance: str = "weights"
+    # With a judge: the paired increase over the dense model (points), its one-sided
+    # upper bound, the images compared and the decisions (within; clearly beyond).
+    increase: float | None = None
+    high: float | None = None
+    images: int | None = None
+    accepted: bool | None = None
+    broken: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -132,6 +144,7 @@ def compress_without_retraining(
     progress: Callable[[Trial], None] | None = None,
     tolerance: float = 0.0,
     dense_error: float | None = None,
+    judge: Callable[[nn.Module], Any] | None = None,
 ) -> NoRetrainResult:
     """The smallest ``.dcz`` whose validation error stays within a budget, no retraining.
 
@@ -159,8 +172,9 @@ def compress_without_retraining(
         tolerance: points over the limit that still count as measurement noise for
             steering the search (never for choosing); see
             :func:`validation_noise` for a value from the split's size.
-        dense_error: ``evaluate_fn(model)`` when the caller has measured it already (to
-            derive ``tolerance``), so that the dense model is not evaluated twice.
+        dense_error: ``evaluate_fn(model)`` if measured already (not evaluated twice).
+        judge: ``model -> Verdict`` (a :class:`~deep_compression.selection.PairedJudge`
+            of the same budget) decides instead of ``evaluate_fn`` and ``tolerance``.
 
     Returns:
         The :class:`NoRetrainResult`; if no candidate meets the budget, the one with the
@@ -171,25 +185,16 @@ def compress_without_retraining(
     """
     t0 = time.perf_counter()
     base = config or NoRetrainConfig()
-    budget_points = _check_search(
+    budget_points = check_search(
         max_error_increase, lam_start, grow, refine_steps, max_trials, coder
     )
     _positive(tolerance, "tolerance", allow_zero=True)
     modes = search_importances(base.importance, calibration is not None)
     if dense_error is None:
-        dense_error = _error_of(evaluate_fn, model)
-    search = _Search(
-        model,
-        evaluate_fn,
-        base,
-        calibration,
-        coder,
-        gap_bits,
-        metadata,
-        dense_error + budget_points,
-        progress,
-        tolerance,
-    )
+        dense_error = (judge.reference_error if hasattr(judge, "reference_error")
+                       else _error_of(evaluate_fn, model))  # fmt: skip
+    search = _Search(model, evaluate_fn, base, calibration, coder, gap_bits, metadata,
+                     dense_error + budget_points, progress, tolerance, judge=judge)  # fmt: skip
     for mode in modes:
         search.base = replace(base, importance=mode)
         lam0 = SEARCH_START[mode] if lam_start is None else lam_start
@@ -207,39 +212,18 @@ def _search_one(
     # Then the limit itself: between the largest lam within it and the next one tried
     # above it, where the file shrinks fastest (LeNet-5: 54 KB within, 33 KB not).
     ours = search.trials[start:]  # this importance's trials
-    ok = [t.lam for t in ours if t.val_error <= search.limit]
+    ok = [t.lam for t in ours if search.within(t)]
     if ok:
         above = [t.lam for t in ours if t.lam > max(ok)]
         if above:
             _refine(search, max(ok), min(above), refine_steps, max_trials, near=False)
     # Every candidate so far within the tolerance but over the limit: go lower.
     lam = min(t.lam for t in search.trials[start:])
-    while not any(t.val_error <= search.limit for t in search.trials[start:]):
+    while not any(search.within(t) for t in search.trials[start:]):
         lam /= grow
         if lam < 1e-12 or len(search.trials) >= max_trials:
             break
         search.run(lam)
-
-
-def _check_search(
-    max_error_increase: float,
-    lam_start: float | None,
-    grow: float,
-    refine_steps: int,
-    max_trials: int,
-    coder: str,
-) -> float:
-    """Validate :func:`compress_without_retraining`'s schedule; returns the budget."""
-    budget_points = _positive(max_error_increase, "max_error_increase", allow_zero=True)
-    if lam_start is not None:
-        _positive(lam_start, "lam_start")
-    if _positive(grow, "grow") <= 1:
-        raise ConfigError(f"grow must be > 1, got {grow!r}")
-    _int(refine_steps, "refine_steps", 0, 100)
-    _int(max_trials, "max_trials", 1, 10_000)
-    if coder not in CODER_CHOICES:
-        raise ConfigError(f"coder must be one of {', '.join(CODER_CHOICES)}, got {coder!r}")
-    return budget_points
 
 
 def _error_of(evaluate_fn: Callable[[nn.Module], float], m: nn.Module) -> float:
@@ -270,6 +254,25 @@ class _Search:
     best: tuple[Trial, nn.Module, RDReport] | None = None
     # The dense model's calibration statistics, computed once (see rd_quantize_).
     cache: dict[Any, Any] = field(default_factory=dict)
+    judge: Callable[[nn.Module], Any] | None = None
+
+    def within(self, t: Trial) -> bool:
+        """Whether a measured candidate keeps the budget."""
+        return bool(t.accepted) if t.accepted is not None else t.val_error <= self.limit
+
+    def _measure(self, lam: float, cfg: NoRetrainConfig, size: int, m: nn.Module) -> Trial:
+        if self.judge is None:
+            return Trial(lam, size, _error_of(self.evaluate_fn, m), cfg.importance)
+        v = self.judge(m)
+        est = v.estimate
+        return Trial(lam, size, round(est.candidate, 4), cfg.importance, round(est.increase, 4),
+                     round(est.high, 4), est.n, v.accepted, v.broken)  # fmt: skip
+
+    def _near(self, t: Trial) -> bool:
+        """Not clearly beyond the budget: the search goes on past it."""
+        if t.broken is not None:  # judged: clearly beyond when the lower bound is over
+            return not t.broken
+        return t.val_error <= self.limit + self.tolerance
 
     def run(self, lam: float) -> tuple[bool, bool]:
         """Make, size and evaluate the candidate of ``lam`` (with the importance of
@@ -277,22 +280,21 @@ class _Search:
         cfg = self.base.with_lam(lam)
         for t in self.trials:  # measured already (a bisection can land on a tried lam)
             if (t.importance, t.lam) == (cfg.importance, lam):
-                return t.val_error <= self.limit, t.val_error <= self.limit + self.tolerance
+                return self.within(t), self._near(t)
         candidate = copy.deepcopy(self.model)
         report = rd_quantize_(candidate, cfg, self.calibration, cache=self.cache)
         size = encoded_size(
             candidate, coder=self.coder, gap_bits=self.gap_bits, metadata=self.metadata
         )
-        err = _error_of(self.evaluate_fn, candidate)
-        trial = Trial(lam, size, err, cfg.importance)
+        trial = self._measure(lam, cfg, size, candidate)
         self.trials.append(trial)
         if self.progress is not None:
             self.progress(trial)
-        ok = err <= self.limit
+        ok = self.within(trial)
         # Only the smallest file within budget is kept (a copy of the model each).
         if ok and (self.best is None or size < self.best[0].file_bytes):
             self.best = (trial, candidate, report)
-        return ok, err <= self.limit + self.tolerance
+        return ok, self._near(trial)
 
 
 def _bracket(
@@ -354,7 +356,8 @@ def _result(search: _Search, dense_error: float, t0: float) -> NoRetrainResult:
     if search.best is not None:
         trial, chosen, report = search.best
     else:  # nothing within budget: the most accurate candidate, re-made
-        trial = min(search.trials, key=lambda t: (t.val_error, t.file_bytes))
+        trial = min(search.trials, key=lambda t: (t.val_error if t.high is None else t.high,
+                                                  t.file_bytes))  # fmt: skip
         chosen = copy.deepcopy(search.model)
         cfg = replace(search.base, importance=trial.importance).with_lam(trial.lam)
         report = rd_quantize_(chosen, cfg, search.calibration, cache=search.cache)

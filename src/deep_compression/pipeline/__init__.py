@@ -16,12 +16,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from deep_compression import distributed as dist
 from deep_compression.checkpoint import read_meta
-from deep_compression.data import carve_validation, load_data
+from deep_compression.data import Data, ValidationConfig, carve_validation, load_data
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
 from deep_compression.models import make_model
@@ -55,6 +56,7 @@ __all__ = [
     "phase_digests",
     "describe_source",
     "base_meta",
+    "split_data",
     "PHASES",
     "STAGE_FILES",
 ]
@@ -78,6 +80,42 @@ def describe_source(
         raise ConfigError(f"{checkpoint} was trained on {meta.dataset}, the recipe is for {label}")
     source = f"checkpoint {Path(checkpoint).resolve()} {file_digest(checkpoint)}"
     return source, meta
+
+
+def split_data(
+    recipe: Recipe | NoRetrainRecipe,
+    ckpt_meta: CheckpointMeta | None,
+    *,
+    from_checkpoint: bool,
+    data_dir: str | os.PathLike[str] | None = None,
+    allow_code: bool = False,
+    log: Log = default_log,
+) -> tuple[Data, Recipe | NoRetrainRecipe]:
+    """The recipe's data with its validation split, and the recipe with that split made
+    concrete (``source = "auto"`` resolved, see
+    :meth:`~deep_compression.data.ValidationConfig.resolve`): what the run records, so
+    that replaying it holds out the same images.
+
+    A model trained here (no checkpoint, or one that records the split it held out) may
+    hold out training images; a checkpoint that records none may have seen them all, so
+    its decisions go to the dataset's own ``val/`` or to one seeded part of the test set,
+    the rest of it kept for the report.
+    """
+    data = load_data(recipe.dataset, data_dir, allow_code=allow_code)
+    held_out = ckpt_meta.details.get("validation") if ckpt_meta is not None else None
+    recorded = bool(held_out)
+    split = recipe.validation
+    if recorded and split.source == "auto":  # the source the checkpoint's run resolved
+        split = replace(split, source=ValidationConfig.from_value(held_out).source)
+    split = split.resolve(data.val is not None, not from_checkpoint or recorded)
+    if from_checkpoint and not recorded and split.source == "train":
+        log("[data] warning: the checkpoint does not record the images it held out; "
+            "validation from the training images is only honest if the model never saw "
+            "them (--val-from test or val otherwise)")  # fmt: skip
+    data = carve_validation(data, split)
+    if data.val is not None:
+        log(f"[data] {split.describe(len(data.val), len(data.test))}")
+    return data, replace(recipe, validation=split)
 
 
 def _open_state(run_dir: Path, restart: bool, force: bool, run_key: str) -> RunState:
@@ -149,17 +187,15 @@ def compress(
     ckpt = Path(checkpoint) if checkpoint is not None else None
     source, ckpt_meta = describe_source(recipe, ckpt)
     recipe.check_layers(make_model(recipe.model, recipe.model_args, allow_code=allow_code))
+    data, resolved = split_data(recipe, ckpt_meta, from_checkpoint=ckpt is not None,
+                                data_dir=data_dir, allow_code=allow_code, log=log)  # fmt: skip
+    assert isinstance(resolved, Recipe)
+    recipe = resolved
     digests = phase_digests(recipe, source)
     state = _open_state(run_dir, restart, force, digest(source, recipe.digest()))
-    data = carve_validation(
-        load_data(recipe.dataset, data_dir, allow_code=allow_code), recipe.validation
-    )
     base = base_meta(recipe, ckpt_meta, data.info.preprocessing)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_json(run_dir / "recipe.json", recipe.to_dict())
-    if data.val is not None:
-        log(f"[data] {len(data.train):,} training, {len(data.val):,} validation and "
-            f"{len(data.test):,} test images; decisions see validation only")  # fmt: skip
     run = Run(
         recipe, run_dir, data.train, data.val, data.test, base, digests, progress, log, allow_code
     )

@@ -1,0 +1,135 @@
+"""Paired comparison of a candidate with its reference on the same images: the increase of
+a per-image metric (error, loss) with a confidence interval. Pure numpy.
+
+Why paired: a compressed model and its dense original mostly agree, so the difference of
+their per-image errors is zero on most images and its spread is far smaller than either
+error's. On 5,000 CIFAR images at 17% error, each error alone has a standard error of 0.53
+points; if the two models disagree on 4% of the images, the difference has one of 0.28.
+
+The interval is the normal approximation to the mean of the per-image differences
+``d_i = candidate_i - reference_i``: ``mean +- z * sd / sqrt(n)``, with ``z`` the one-sided
+quantile of ``confidence``. ``high`` is the one-sided upper bound (the budget holds with
+``confidence`` when ``high <= budget``), ``low`` the one-sided lower bound (the budget is
+broken with ``confidence`` when ``low > budget``); ``[low, high]`` is a two-sided interval of
+``2 * confidence - 1``. So that a few agreeing images cannot look certain, the variance
+counts one pseudo-pair each way of size ``pseudo`` (one image flipping to wrong and one to
+right, for error indicators).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+from deep_compression.errors import ConfigError
+
+__all__ = ["PairedIncrease", "paired_increase", "z_of", "images_needed"]
+
+
+def z_of(confidence: float) -> float:
+    """The one-sided standard normal quantile of ``confidence`` (0.9 -> 1.2816)."""
+    if (
+        isinstance(confidence, bool)
+        or not isinstance(confidence, int | float)
+        or not (0.5 <= confidence < 1.0)
+    ):
+        raise ConfigError(f"confidence must be in [0.5, 1), got {confidence!r}")
+    return NormalDist().inv_cdf(float(confidence))
+
+
+@dataclass(frozen=True)
+class PairedIncrease:
+    """The increase of a metric from a reference to a candidate on the same ``n`` images.
+
+    Attributes:
+        increase: mean of ``candidate - reference`` (in the units given, e.g. points).
+        low, high: one-sided lower and upper confidence bounds of the true increase.
+        se: standard error of ``increase``.
+        n: images compared.
+        confidence: the confidence of each bound.
+        reference, candidate: the two means on those images.
+    """
+
+    increase: float
+    low: float
+    high: float
+    se: float
+    n: int
+    confidence: float
+    reference: float
+    candidate: float
+
+    def holds(self, budget: float) -> bool:
+        """The true increase is within ``budget`` with ``confidence``."""
+        return self.high <= budget
+
+    def broken(self, budget: float) -> bool:
+        """The true increase is over ``budget`` with ``confidence``."""
+        return self.low > budget
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {k: round(v, 6) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+def paired_increase(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    confidence: float = 0.9,
+    *,
+    scale: float = 1.0,
+    pseudo: float = 1.0,
+) -> PairedIncrease:
+    """The increase from ``reference`` to ``candidate``, per image, with its bounds.
+
+    Args:
+        reference, candidate: ``(n,)`` per-image values on the same images, in the same
+            order (e.g. 0/1 error indicators, or cross-entropy losses).
+        confidence: of each one-sided bound.
+        scale: multiplies every result (100 for error indicators -> points).
+        pseudo: size of the pseudo-pair added to the variance, in the values' units (1 for
+            error indicators; 0 for none).
+
+    Raises:
+        ConfigError: shapes differ, no images, or a bad confidence.
+    """
+    ref = np.asarray(reference, dtype=np.float64).reshape(-1)
+    cand = np.asarray(candidate, dtype=np.float64).reshape(-1)
+    if ref.shape != cand.shape or ref.size == 0:
+        raise ConfigError(
+            f"paired comparison needs two equal, non-empty arrays, got {ref.shape} and {cand.shape}"
+        )
+    z = z_of(confidence)
+    d = cand - ref
+    n = d.size
+    mean = float(d.mean())
+    # The sample variance, the pseudo-pair (two more values, +-pseudo) counted in.
+    extra = 2 if pseudo else 0
+    squares = float(((d - mean) ** 2).sum()) + extra * pseudo * pseudo
+    se = math.sqrt(squares / max(1, n + extra - 1) / n)
+    return PairedIncrease(
+        increase=scale * mean,
+        low=scale * (mean - z * se),
+        high=scale * (mean + z * se),
+        se=scale * se,
+        n=n,
+        confidence=float(confidence),
+        reference=scale * float(ref.mean()),
+        candidate=scale * float(cand.mean()),
+    )
+
+
+def images_needed(budget: float, disagreement: float, confidence: float = 0.9) -> int:
+    """Images a paired comparison needs for its bound to sit within half of ``budget`` of
+    the estimate, when the two models disagree on a fraction ``disagreement`` of them
+    (error indicators, ``budget`` in the same units as the fraction: 0.01 = 1 point).
+
+    The difference's variance is about the disagreement rate, so
+    ``n = (z * sqrt(disagreement) / (budget / 2)) ** 2``.
+    """
+    if budget <= 0:
+        return 2**62
+    z = z_of(confidence)
+    return math.ceil((z * math.sqrt(max(disagreement, 1e-6)) / (budget / 2)) ** 2)
