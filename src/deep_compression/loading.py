@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -30,10 +29,18 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deep_compression.checkpoint import read_state
+from deep_compression.checkpoint.fit import (
+    PARAMETRIZED_KEY,
+    batchnorm_counters,
+    cast_to_model,
+    match_keys,
+    stored_shapes,
+)
 from deep_compression.dcz import DenseTensor, QuantizedTensor, SparseTensor, Tensor, open_dcz
 from deep_compression.dcz.reader import to_dense
 from deep_compression.errors import ConfigError, FormatError
 from deep_compression.models import make_model
+from deep_compression.progress import log
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import QuantizedWeight
 from deep_compression.records import CheckpointMeta, ModelSpec
@@ -71,7 +78,8 @@ def build_from_meta(meta: CheckpointMeta, *, allow_code: bool = False) -> nn.Mod
 def _first(keys: Iterable[str], n: int = 3) -> str:
     keys = sorted(keys)
     more = f" and {len(keys) - n} more" if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
+    # A file's key with a newline would break the one-line error: such keys are quoted.
+    return ", ".join(k if k.isprintable() else repr(k) for k in keys[:n]) + more
 
 
 def load_state_(
@@ -83,6 +91,11 @@ def load_state_(
     absent: Iterable[str] = (),
 ) -> None:
     """``model.load_state_dict(state)``, strict, with a one-line error naming the keys.
+
+    Two differences of published checkpoints are made good, nothing else: a BatchNorm's
+    missing ``num_batches_tracked`` (files from before PyTorch 0.4.1) is a zero counter,
+    and floating tensors of another precision (float16, bfloat16) are cast to the model's,
+    which the log says in one line.
 
     Args:
         model, state: as for ``load_state_dict``.
@@ -96,6 +109,8 @@ def load_state_(
     """
     expected = set(model.state_dict()) - set(absent)
     missing, unexpected = expected - set(state), set(state) - expected
+    counters = batchnorm_counters(model, missing)
+    missing -= counters.keys()
     if missing or unexpected:
         parts = []
         if missing:
@@ -110,14 +125,14 @@ def load_state_(
                 f"{where}: tensors do not fit the model: {key} has shape "
                 f"{tuple(value.shape)}, the model needs {tuple(own[key].shape)}"
             )
+    state, cast = cast_to_model({**state, **counters}, own)
+    if cast:
+        log(f"{where}: {cast}")
     try:
         model.load_state_dict(state, strict=False, assign=assign)
     except RuntimeError as e:  # e.g. a dtype torch cannot copy
         first = str(e).strip().splitlines()[-1].strip()
         raise FormatError(f"{where}: tensors do not fit the model: {first}") from None
-
-
-_PARAM_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.(original|0\.(\w+))$")
 
 
 def restore_parametrizations(
@@ -137,7 +152,7 @@ def restore_parametrizations(
     """
     groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     for key, value in state.items():
-        m = _PARAM_KEY.match(key)
+        m = PARAMETRIZED_KEY.match(key)
         if m:
             groups.setdefault((m.group(1) or "", m.group(2)), {})[m.group(4) or "original"] = value
     modules = dict(model.named_modules())
@@ -171,19 +186,6 @@ def restore_parametrizations(
                 f"(buffers {sorted(names)})"
             )
         parametrize.register_parametrization(layer, tensor_name, p, unsafe=True)
-
-
-def _stored_shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
-    """State-dict key of the plain model -> shape (a parametrized tensor's ``original``
-    stands for the tensor)."""
-    shapes = {}
-    for key, value in state.items():
-        m = _PARAM_KEY.match(key)
-        if m is None:
-            shapes[key] = tuple(value.shape)
-        elif m.group(3) == "original":
-            shapes[f"{m.group(1)}.{m.group(2)}" if m.group(1) else m.group(2)] = tuple(value.shape)
-    return shapes
 
 
 def load_model(
@@ -227,10 +229,14 @@ def load_model(
     if dataset is not None:
         meta = replace(meta, dataset=dataset)
     net = build_from_meta(meta, allow_code=allow_code)
+    # A wrapper's prefix (model., _orig_mod., ...) is removed only if the names then fit
+    # the model better; an error then names the renamed keys and says what was removed.
+    state, removed = match_keys(state, net.state_dict().keys())
+    where = f"{path} ({meta.model.name}{f'; keys without {removed!r}' if removed else ''})"
     if meta.details.get(SHRUNK_KEY) is True:  # structured pruning: layers as stored
-        resize_to_(net, _stored_shapes(state), str(path))
+        resize_to_(net, stored_shapes(state), str(path))
     restore_parametrizations(net, state, str(path))
-    load_state_(net, state, f"{path} ({meta.model.name})")
+    load_state_(net, state, where)
     net.eval()
     return net, meta
 

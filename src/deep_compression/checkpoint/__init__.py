@@ -7,8 +7,14 @@ error, seed, what each phase did) is one JSON string under the safetensors metad
 ``"deep_compression"``. Loading never executes code from the file: safetensors parses a
 bounded JSON header and raw buffers.
 
+Checkpoints published by others are read too (:func:`read_state`): PyTorch files through
+``torch.load(weights_only=True)`` (tensors and plain containers, never arbitrary objects),
+and sharded checkpoints through their index (:mod:`~deep_compression.checkpoint.sharded`).
+Fitting their tensors to a model (wrapper prefixes, BatchNorm counters, half precision) is
+:mod:`~deep_compression.checkpoint.fit`.
+
 Rebuilding a model from a checkpoint (which needs the models and the stages'
-parametrizations) is :func:`deep_compression.loading.load_model`; this module knows
+parametrizations) is :func:`deep_compression.loading.load_model`; this package knows
 nothing of them.
 """
 
@@ -27,6 +33,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from deep_compression import __version__
+from deep_compression.checkpoint.sharded import INDEX_SUFFIX, is_index, read_sharded
 from deep_compression.errors import FormatError
 from deep_compression.fileio import atomic_path
 from deep_compression.records import CheckpointMeta
@@ -39,6 +46,7 @@ __all__ = [
     "read_meta",
     "read_state",
     "TORCH_SUFFIXES",
+    "INDEX_SUFFIX",
     "METADATA_KEY",
 ]
 
@@ -100,22 +108,29 @@ def _parse_meta(raw: str, path: Path) -> CheckpointMeta:
 
 def read_meta(path: str | os.PathLike[str]) -> CheckpointMeta | None:
     """A checkpoint's metadata without reading its tensors: this project's safetensors
-    give theirs, plain state dicts (safetensors without it, PyTorch files) None.
+    give theirs, plain state dicts (safetensors without it, PyTorch files, shard indexes)
+    None.
 
     Raises:
         FormatError: missing file, unknown type, or a malformed header.
     """
     path = Path(path)
+    if path.is_dir():
+        # A directory may hold two indexes (safetensors and .bin) of the same weights:
+        # which one to read is the user's choice, so it is asked for, not guessed.
+        found = sorted(p.name for p in path.glob(f"*{INDEX_SUFFIX}"))
+        hint = f": pass its {' or '.join(found)}" if found else ""
+        raise FormatError(f"{path}: is a directory, not a checkpoint file{hint}")
     if not path.is_file():
         raise FormatError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":
         raw = _raw_meta(path)
         return None if raw is None else _parse_meta(raw, path)
-    if path.suffix in TORCH_SUFFIXES:
+    if path.suffix in TORCH_SUFFIXES or is_index(path):
         return None
     raise FormatError(
-        f"{path}: unknown checkpoint type {path.suffix!r} (expected .safetensors or "
-        f"one of {', '.join(TORCH_SUFFIXES)})"
+        f"{path}: unknown checkpoint type {path.suffix!r} (expected .safetensors, "
+        f"{', '.join(TORCH_SUFFIXES)} or a shard index *{INDEX_SUFFIX})"
     )
 
 
@@ -168,35 +183,52 @@ def read_state(
 
     * this project's safetensors checkpoints (metadata included);
     * plain safetensors state dicts (no metadata);
-    * PyTorch files (``.pt/.pth/.th/.bin/.ckpt``), read with ``weights_only=True``: a state
-      dict, or a training checkpoint whose ``state_dict`` (or ``model``) entry is one.
+    * PyTorch files (``.pt/.pth/.th/.bin/.ckpt``), read with ``weights_only=True`` onto
+      the CPU (tensors saved on a GPU load too): a state dict, or a training checkpoint
+      whose ``state_dict`` (or ``model_state_dict``, ``model``) entry is one, as
+      Lightning's ``.ckpt`` and most training scripts write;
+    * sharded checkpoints: the index file (``model.safetensors.index.json``,
+      ``pytorch_model.bin.index.json``), its shards next to it (see
+      :mod:`~deep_compression.checkpoint.sharded`).
 
-    A ``module.`` prefix on every key (``DataParallel``) is stripped; non-tensor entries
-    (step counters, config dicts) are left out.
+    A ``module.`` prefix on every key (``DataParallel``) is stripped; other wrapper
+    prefixes need the model to be told apart from its own names
+    (:func:`~deep_compression.checkpoint.fit.match_keys`). Entries that are not tensors
+    (epoch, best accuracy, hyper-parameters) and those beside the weights (optimizer
+    state) are left out.
 
     Raises:
         FormatError: unreadable, not a checkpoint, or holding no tensors.
     """
     path = Path(path)
     meta = read_meta(path)  # checks the file and its type too
-    if path.suffix == ".safetensors":
-        state = load_safetensors(path)
+    if is_index(path):
+        state = read_sharded(path, _read_tensors, (".safetensors", *TORCH_SUFFIXES))
     else:
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001 - torch raises many kinds on bad input
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise FormatError(
-                f"{path}: not a PyTorch checkpoint that loads safely ({first})"
-            ) from None
-        state = _unwrap(obj, path)
+        state = _read_tensors(path)
     keys = list(state)
     if keys and all(k.startswith("module.") for k in keys):
         state = {k.removeprefix("module."): v for k, v in state.items()}
     return state, meta
 
 
+def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    """The state dict of one file: safetensors, or PyTorch by :data:`TORCH_SUFFIXES`."""
+    if path.suffix == ".safetensors":
+        return load_safetensors(path)
+    try:
+        # map_location: files saved on a GPU name it as the tensors' device.
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds on bad input
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise FormatError(f"{path}: not a PyTorch checkpoint that loads safely ({first})") from None
+    return _unwrap(obj, path)
+
+
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
+    """The weights in what ``torch.load`` returned: the dict itself or its first
+    :data:`_NESTED_KEYS` entry holding tensors (so an optimizer's tensors beside the
+    weights, as in Lightning's ``optimizer_states``, are never taken for them)."""
     if isinstance(obj, Mapping):
         for key in _NESTED_KEYS:
             inner = obj.get(key)
@@ -208,4 +240,8 @@ def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:
         tensors = {str(k): v for k, v in obj.items() if isinstance(v, torch.Tensor)}
         if tensors:
             return tensors
-    raise FormatError(f"{path}: holds no state dict of tensors")
+        entries = sorted(str(k)[:40] if str(k).isprintable() else repr(k)[:40] for k in obj)
+        more = f" and {len(entries) - 5} more" if len(entries) > 5 else ""
+        seen = f" (entries: {', '.join(entries[:5])}{more})" if entries else " (empty)"
+        raise FormatError(f"{path}: holds no state dict of tensors{seen}")
+    raise FormatError(f"{path}: holds no state dict of tensors (a {type(obj).__name__})")
