@@ -207,6 +207,8 @@ class RunReport:
             the final file (per-layer table in the paper's columns, bytes by part,
             stream statistics).
         total_seconds: sum of the phases' wall times.
+        splits: where the decisions' and the report's images came from (one line; empty
+            without a validation split).
     """
 
     model: str
@@ -221,6 +223,7 @@ class RunReport:
     streams: tuple[Mapping[str, Any], ...]
     total_seconds: float
     tool_version: str = __version__
+    splits: str = ""
 
     @property
     def final(self) -> StageRow:
@@ -246,6 +249,7 @@ class RunReport:
             "streams": [dict(s) for s in self.streams],
             "total_seconds": self.total_seconds,
             "tool_version": self.tool_version,
+            **({"splits": self.splits} if self.splits else {}),
         }
 
     @classmethod
@@ -266,6 +270,7 @@ class RunReport:
                 streams=tuple(d["streams"]),
                 total_seconds=float(d["total_seconds"]),
                 tool_version=str(d.get("tool_version", "unknown")),
+                splits=str(d.get("splits", "")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{where}: not a run report of this version ({e!r})") from None

@@ -15,35 +15,76 @@ from deep_compression.errors import ConfigError, DataError
 from deep_compression.selection import PairedJudge, images_needed, paired_increase, z_of
 
 
-def test_the_interval_is_the_mean_difference_plus_minus_z_standard_errors() -> None:
+def test_losses_get_the_mean_difference_plus_minus_z_standard_errors() -> None:
     rng = np.random.default_rng(0)
-    ref = rng.random(400) < 0.2
-    cand = ref ^ (rng.random(400) < 0.05)
-    est = paired_increase(ref, cand, 0.9, scale=100.0, pseudo=0.0)
-    d = cand.astype(float) - ref.astype(float)
+    ref = rng.gamma(2.0, 0.3, 400)
+    cand = ref + rng.normal(0.01, 0.05, 400)
+    est = paired_increase(ref, cand, 0.9)
+    d = cand - ref
     se = d.std(ddof=1) / math.sqrt(d.size)  # the textbook paired standard error
-    assert est.increase == pytest.approx(100 * d.mean())
-    assert est.high == pytest.approx(100 * (d.mean() + 1.2815516 * se), rel=1e-6)
-    assert est.low == pytest.approx(100 * (d.mean() - 1.2815516 * se), rel=1e-6)
-    assert est.reference == pytest.approx(100 * ref.mean())
+    assert est.increase == pytest.approx(d.mean())
+    assert est.high == pytest.approx(d.mean() + 1.2815516 * se, rel=1e-6)
+    assert est.low == pytest.approx(d.mean() - 1.2815516 * se, rel=1e-6)
     assert z_of(0.975) == pytest.approx(1.959964, rel=1e-6)
 
 
+def _score_root(ref: np.ndarray, cand: np.ndarray, z: float, side: int) -> float:
+    """Reference: the score bound found by bisection on the test statistic itself."""
+    d = cand.astype(float) - ref.astype(float)
+    n, m = d.size, d.mean()
+    p10, p01 = np.mean(d > 0), np.mean(d < 0)
+
+    def stat(delta: float) -> float:  # > 0 while delta is still inside the interval
+        var = delta + 2 * p01 - delta**2 if side > 0 else 2 * p10 - delta - delta**2
+        return z * math.sqrt(max(var, 1e-300) / n) - abs(delta - m)
+
+    lo, hi = (m, 1.0) if side > 0 else (-1.0, m)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        inside = stat(mid) > 0
+        if side > 0:
+            lo, hi = (mid, hi) if inside else (lo, mid)
+        else:
+            lo, hi = (lo, mid) if inside else (mid, hi)
+    return (lo + hi) / 2
+
+
+def test_error_bounds_are_the_score_bounds() -> None:
+    rng = np.random.default_rng(0)
+    ref = rng.random(3000) < 0.17
+    cand = ref ^ (rng.random(3000) < 0.04)
+    est = paired_increase(ref, cand, 0.9, scale=100.0)
+    z = z_of(0.9)
+    assert est.high == pytest.approx(100 * _score_root(ref, cand, z, +1), abs=1e-6)
+    assert est.low == pytest.approx(100 * _score_root(ref, cand, z, -1), abs=1e-6)
+    assert est.low < est.increase < est.high
+    # No disagreement on n images: z^2 / (n + z^2) either way, as Wilson's bound at 0.
+    same = paired_increase(np.zeros(625), np.zeros(625), 0.975, scale=100.0)
+    assert same.high == pytest.approx(100 * 1.959964**2 / (625 + 1.959964**2), rel=1e-5)
+    assert same.low == pytest.approx(-same.high)
+
+
 def test_identical_models_are_not_certain_on_few_images() -> None:
-    """No disagreement on 10 images still leaves a bound over 10 points (pseudo-pair)."""
+    """No disagreement on 10 images still leaves a bound over 10 points."""
     same = np.zeros(10, dtype=bool)
     assert paired_increase(same, same, 0.9, scale=100.0).high > 10
     assert paired_increase(np.zeros(5000, bool), np.zeros(5000, bool), 0.9, scale=100).high < 0.5
 
 
-@pytest.mark.parametrize("true_increase", [0.0, 0.01])
-def test_the_upper_bound_covers_the_true_increase_at_its_confidence(true_increase: float) -> None:
-    """Simulated pairs (the reference wrong on 17% of the images; the candidate turns 1.5%
-    of them right and 1.5% + the true increase wrong): the 90% upper bound falls below the
-    true increase in about 10% of the draws."""
+@pytest.mark.parametrize(
+    ("true_increase", "down", "n", "most"),
+    [(0.0, 0.015, 2000, 0.12), (0.01, 0.015, 2000, 0.12), (0.005, 0.0, 625, 0.12)],
+)
+def test_the_upper_bound_covers_the_true_increase_at_its_confidence(
+    true_increase: float, down: float, n: int, most: float
+) -> None:
+    """Simulated pairs (the reference wrong on 17% of the images; the candidate turns
+    ``down`` of them right and ``down`` + the true increase wrong): the 90% upper bound
+    falls below the true increase in at most about 10% of the draws, rare flips on few
+    images included (the case a plain standard error gets wrong)."""
     rng = np.random.default_rng(1)
-    n, draws, misses = 2000, 2000, 0
-    down, up = 0.015, 0.015 + true_increase
+    draws, misses = 2000, 0
+    up = down + true_increase
     for _ in range(draws):
         u = rng.random(n)
         ref = u < 0.17
@@ -51,7 +92,9 @@ def test_the_upper_bound_covers_the_true_increase_at_its_confidence(true_increas
         cand[u < down] = False  # wrong -> right
         cand[(u >= 0.17) & (u < 0.17 + up)] = True  # right -> wrong
         misses += paired_increase(ref, cand, 0.9, scale=100.0).high < 100 * true_increase
-    assert 0.06 < misses / draws < 0.12  # 2,000 draws: 0.10 +- 0.007 (1 s.e.)
+    assert misses / draws < most  # 2,000 draws: 0.10 +- 0.007 (1 s.e.)
+    if down:  # not over-cautious either where flips are common
+        assert misses / draws > 0.06
 
 
 def test_images_needed_and_bad_arguments() -> None:

@@ -229,6 +229,8 @@ def compress_to_budget(
     write_recipe(run_dir / "recipe.toml", chosen, config, records, checkpoint=ckpt)
     report = compress(chosen, run_dir, checkpoint=ckpt, data_dir=data_dir, allow_code=allow_code,
                       progress=progress, log=log)  # fmt: skip
+    judge.warn_if_underpowered([(v["n"], v["increase"], v["high"]) for t in trials
+                                if (v := t.verdict)], log)  # fmt: skip
     write_search(run_dir / "search.json", config, limit, records, trials, clock.elapsed())
     return report, chosen
 

@@ -157,7 +157,7 @@ def _choose(
 
     def progress(t: Any) -> None:
         log(f"[no-retrain] {t.importance:<11} lam {t.lam:<9.3g} {t.file_bytes:>9,} B  "
-            f"+{t.increase:.2f} points (bound {t.high:.2f}) on {t.images:,} images: "
+            f"{t.increase:+.2f} points (bound {t.high:+.2f}) on {t.images:,} images: "
             f"{'within' if t.accepted else 'over' if t.broken else 'not clearly within'}")
 
     result = compress_without_retraining(
@@ -167,20 +167,9 @@ def _choose(
         lam_start=plan.config.lam if plan.lam_given else None, progress=progress,
         dense_error=judge.reference_error, judge=judge,
     )  # fmt: skip
-    warn_underpowered(judge, result.trials, plan.max_error_increase, log)
+    judge.warn_if_underpowered([(t.images, t.increase, t.high) for t in result.trials
+                                if t.high is not None], log)  # fmt: skip
     return result.model, result.config, result.report, [t.__dict__ for t in result.trials]
-
-
-def warn_underpowered(judge: PairedJudge, trials: Any, budget: float, log: Log) -> None:
-    """Say so when the selection images are too few to resolve the budget: the bound of
-    the chosen candidates sits more than half the budget above their estimate."""
-    full = [t for t in trials if t.high is not None and t.images == judge.images]
-    widths = [t.high - t.increase for t in full]
-    if not widths or min(widths) <= budget / 2:
-        return
-    log(f"[no-retrain] warning: {judge.images:,} images cannot resolve a {budget}-point "
-        f"budget (the {100 * judge.confidence:g}% bound is {min(widths):.2f} points above the "
-        "estimate at best): the choice is timid; give more validation images")  # fmt: skip
 
 
 def write_no_retrain_recipe(
@@ -218,7 +207,8 @@ def _markdown(doc: dict[str, Any]) -> str:
     ]  # fmt: skip
     table = format_table(["model", "file", "validation error", "test error"], rows)
     final = doc["final"]
-    lines = [f"Decisions: {doc['splits']['decisions']}."]
+    decisions = doc["splits"]["decisions"]
+    lines = [f"{decisions[0].upper()}{decisions[1:]}."]
     for split in ("val", "test"):
         inc = final[f"{split}_increase"]
         name = "validation" if split == "val" else "test"

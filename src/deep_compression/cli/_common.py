@@ -224,7 +224,8 @@ def add_input_args(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         default=None,
         metavar="DATASET",
-        help="a built-in name, an image folder or an .npz file (default: what the checkpoint says)",
+        help="a built-in name, an image folder, an .npz file, or a table as in a recipe: "
+        "'{ root = \"DIR\", mean = [...], std = [...] }' (default: what the checkpoint says)",
     )
 
 

@@ -57,13 +57,10 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
         "split)",
     )
     b.add_argument(
-        "--confidence",
-        type=positive_float,
-        default=None,
-        metavar="C",
+        "--confidence", type=positive_float, default=None, metavar="C",
         help="keep a candidate only when its error increase over the dense model, paired on "
         "the same validation images, is within the budget with this confidence (0.9)",
-    )
+    )  # fmt: skip
     b.add_argument(
         "--max-minutes",
         type=positive_float,
@@ -88,7 +85,8 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
     b.add_argument(
         "--dataset",
         metavar="DATASET",
-        help="a built-in name, an image folder or an .npz file (default: what the checkpoint says)",
+        help="a built-in name, an image folder, an .npz file, or a table as in a recipe: "
+        "'{ root = \"DIR\", mean = [...], std = [...] }' (default: what the checkpoint says)",
     )
     add_validation_args(b, default=None)
 

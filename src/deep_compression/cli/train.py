@@ -88,7 +88,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--dataset",
         default=None,
         metavar="DATASET",
-        help="a built-in name, an image folder or an .npz file (default: what the file says)",
+        help="a built-in name, an image folder, an .npz file, or a table as in a recipe: "
+        "'{ root = \"DIR\", mean = [...], std = [...] }' (default: what the file says)",
     )
     add_model_args(e)
     e.add_argument("--batch-size", type=positive_int, default=1000, help="images per batch")

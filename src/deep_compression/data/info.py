@@ -31,6 +31,19 @@ def floats(value: object, where: str) -> tuple[float, ...] | None:
     return tuple(float(v) for v in items)
 
 
+def _inline_table(text: str) -> dict[str, Any]:
+    """A TOML inline table given on the command line."""
+    import tomllib
+
+    try:
+        table = tomllib.loads(f"dataset = {text}")["dataset"]
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"dataset {text!r} is not a TOML inline table ({e})") from None
+    if not isinstance(table, dict):
+        raise ConfigError(f"dataset {text!r} is not a table")
+    return table
+
+
 @dataclass(frozen=True)
 class DatasetConfig:
     """What a recipe's ``dataset`` says (see the module docs); validated on creation."""
@@ -80,7 +93,14 @@ class DatasetConfig:
         cls, value: object, base_dir: str | os.PathLike[str] | None = None
     ) -> DatasetConfig:
         """From a recipe's ``dataset`` (a name, a path or a table); relative paths are
-        taken against ``base_dir``."""
+        taken against ``base_dir``. On the command line the table is written as in a
+        recipe, ``{ root = "DIR", mean = [0.49, 0.48, 0.45], std = [0.25, 0.24, 0.26] }``;
+        without ``format`` it is the one its ``root`` suggests (.npz, else a folder)."""
+        if isinstance(value, str) and value.lstrip().startswith("{"):
+            value = _inline_table(value)
+            if "format" not in value and isinstance(value.get("root"), str):
+                fmt = "npz" if value["root"].endswith(".npz") else "imagefolder"
+                value = {"format": fmt, **value}
         if isinstance(value, str):
             if value in DATASETS:
                 return cls("builtin", value)

@@ -213,7 +213,10 @@ def compress(
             log(f"[{phase}] reused from an earlier run in {run_dir}")
             continue
         state.record(phase, digests[phase], step())
-    report = build_report(run_dir / STAGE_FILES["P+Q+H"], state.phases, recipe)
+    splits = (
+        recipe.validation.describe(len(data.val), len(data.test)) if data.val is not None else ""
+    )
+    report = build_report(run_dir / STAGE_FILES["P+Q+H"], state.phases, recipe, splits)
     write_json(run_dir / "report.json", report.to_dict())
     atomic_write(run_dir / "report.md", report_markdown(report))
     return report

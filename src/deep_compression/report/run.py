@@ -15,9 +15,12 @@ from deep_compression.records import PhaseRow, RunReport, StageRow
 __all__ = ["build_report"]
 
 
-def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunReport:
+def build_report(
+    final: Path, phases: Mapping[str, Any], recipe: Recipe, splits: str = ""
+) -> RunReport:
     """The report of a finished run from what each phase recorded in ``pipeline.json``
-    (``phases``) and the final file ``final`` (its per-layer table and byte breakdown)."""
+    (``phases``) and the final file ``final`` (its per-layer table and byte breakdown);
+    ``splits`` names where the validation and test images came from."""
     enc = phases["encoded"]
     summary = summarize(open_dcz(final))
     # A shrunk network's rate is against the dense network it came from.
@@ -62,4 +65,5 @@ def build_report(final: Path, phases: Mapping[str, Any], recipe: Recipe) -> RunR
         breakdown=summary["breakdown"],
         streams=tuple(summary["streams"]),
         total_seconds=round(sum(float(r.seconds) for r in rows), 1),
+        splits=splits,
     )

@@ -15,7 +15,7 @@ candidate reads an image file again.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +28,8 @@ from deep_compression.errors import ConfigError
 from deep_compression.selection.paired import PairedIncrease, paired_increase, z_of
 
 __all__ = ["LOOKS", "PairedJudge", "Verdict", "materialize", "per_image_errors"]
+
+Log = Callable[[str], None]
 
 LOOKS = (0.125, 0.25, 0.5, 1.0)
 # In-memory copies of selection images above this many bytes are refused: the caller
@@ -184,3 +186,21 @@ class PairedJudge:
         # An interim stop decided at the stricter confidence, which implies the final one.
         return Verdict(est, est.holds(self.budget), est.broken(self.budget),
                        time.perf_counter() - t0)  # fmt: skip
+
+    def warn_if_underpowered(self, measured: Iterable[tuple[int, float, float]], log: Log) -> bool:
+        """Say so (and return True) when these images cannot resolve the budget: every
+        candidate compared on all of them had its bound more than half the budget above
+        its estimate, so the choice is timid (or, at a budget of 0, decided by noise).
+
+        Args:
+            measured: ``(images, increase, high)`` of each candidate judged.
+            log: where the warning goes.
+        """
+        widths = [high - inc for n, inc, high in measured if n == self.images]
+        if not widths or min(widths) <= self.budget / 2:
+            return False
+        log(f"[selection] warning: {self.images:,} images cannot resolve a {self.budget:g}-point "
+            f"budget (the {100 * self.confidence:g}% bound sat {min(widths):.2f} points above "
+            "the estimate at best): the choice is timid; give more validation images "
+            "(--val-size, or a dataset with more)")  # fmt: skip
+        return True

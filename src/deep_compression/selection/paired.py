@@ -6,14 +6,17 @@ their per-image errors is zero on most images and its spread is far smaller than
 error's. On 5,000 CIFAR images at 17% error, each error alone has a standard error of 0.53
 points; if the two models disagree on 4% of the images, the difference has one of 0.28.
 
-The interval is the normal approximation to the mean of the per-image differences
-``d_i = candidate_i - reference_i``: ``mean +- z * sd / sqrt(n)``, with ``z`` the one-sided
-quantile of ``confidence``. ``high`` is the one-sided upper bound (the budget holds with
-``confidence`` when ``high <= budget``), ``low`` the one-sided lower bound (the budget is
-broken with ``confidence`` when ``low > budget``); ``[low, high]`` is a two-sided interval of
-``2 * confidence - 1``. So that a few agreeing images cannot look certain, the variance
-counts one pseudo-pair each way of size ``pseudo`` (one image flipping to wrong and one to
-right, for error indicators).
+For per-image 0/1 errors the bounds are score bounds (Wilson's idea, for the difference of
+two paired proportions): a value ``D`` is inside when ``|mean - D| <= z * sqrt(var(D) / n)``,
+the variance taken as it would be if the true increase were ``D`` (``p10 + p01 - D^2``,
+with ``p10 - p01 = D`` and the other flip rate held at its observed value). Unlike
+``mean +- z * sd / sqrt(n)`` this never claims certainty from a few agreeing images: with
+no disagreement on ``n`` images the upper bound is ``z^2 / (n + z^2)``, 0.61 points on 625
+images at 97.5%, 0.03 on 5,000 at 90%. For other per-image values (losses) the bounds are
+``mean +- z * sd / sqrt(n)``. ``z`` is the one-sided quantile of ``confidence``: ``high``
+is the one-sided upper bound (the budget holds with ``confidence`` when ``high <=
+budget``), ``low`` the one-sided lower bound (the budget is broken with ``confidence``
+when ``low > budget``); ``[low, high]`` is a two-sided interval of ``2 * confidence - 1``.
 """
 
 from __future__ import annotations
@@ -80,17 +83,15 @@ def paired_increase(
     confidence: float = 0.9,
     *,
     scale: float = 1.0,
-    pseudo: float = 1.0,
 ) -> PairedIncrease:
     """The increase from ``reference`` to ``candidate``, per image, with its bounds.
 
     Args:
         reference, candidate: ``(n,)`` per-image values on the same images, in the same
-            order (e.g. 0/1 error indicators, or cross-entropy losses).
+            order: 0/1 error indicators (score bounds) or any other values such as
+            cross-entropy losses (normal bounds).
         confidence: of each one-sided bound.
         scale: multiplies every result (100 for error indicators -> points).
-        pseudo: size of the pseudo-pair added to the variance, in the values' units (1 for
-            error indicators; 0 for none).
 
     Raises:
         ConfigError: shapes differ, no images, or a bad confidence.
@@ -99,26 +100,45 @@ def paired_increase(
     cand = np.asarray(candidate, dtype=np.float64).reshape(-1)
     if ref.shape != cand.shape or ref.size == 0:
         raise ConfigError(
-            f"paired comparison needs two equal, non-empty arrays, got {ref.shape} and {cand.shape}"
+            f"paired comparison needs two equal, non-empty arrays, got {ref.shape} and "
+            f"{cand.shape}"
         )
     z = z_of(confidence)
     d = cand - ref
     n = d.size
     mean = float(d.mean())
-    # The sample variance, the pseudo-pair (two more values, +-pseudo) counted in.
-    extra = 2 if pseudo else 0
-    squares = float(((d - mean) ** 2).sum()) + extra * pseudo * pseudo
-    se = math.sqrt(squares / max(1, n + extra - 1) / n)
+    binary = bool(np.all((ref == 0) | (ref == 1)) and np.all((cand == 0) | (cand == 1)))
+    if binary:
+        p10, p01 = float(np.mean(d > 0)), float(np.mean(d < 0))
+        low, high = _score_bound(mean, p10, z, n, -1), _score_bound(mean, p01, z, n, +1)
+        se = math.sqrt(max(p10 + p01 - mean * mean, 0.0) / n)
+    else:
+        se = float(d.std(ddof=1)) / math.sqrt(n) if n > 1 else math.inf
+        low, high = mean - z * se, mean + z * se
     return PairedIncrease(
         increase=scale * mean,
-        low=scale * (mean - z * se),
-        high=scale * (mean + z * se),
+        low=scale * low,
+        high=scale * high,
         se=scale * se,
         n=n,
         confidence=float(confidence),
         reference=scale * float(ref.mean()),
         candidate=scale * float(cand.mean()),
     )
+
+
+def _score_bound(mean: float, other: float, z: float, n: int, side: int) -> float:
+    """The score bound on ``side`` (+1 upper, -1 lower) of a paired difference of 0/1
+    values: the root beyond ``mean`` of ``(D - mean)^2 = k (side D + 2 other - D^2)``,
+    ``k = z^2 / n``, where ``other`` is the flip rate held fixed (wrong-to-right for the
+    upper bound, right-to-wrong for the lower)."""
+    k = z * z / n
+    # (1 + k) D^2 - (2 mean + side k) D + (mean^2 - 2 k other) = 0
+    b = 2.0 * mean + side * k
+    c = mean * mean - 2.0 * k * other
+    disc = max(b * b - 4.0 * (1.0 + k) * c, 0.0)
+    root = (b + side * math.sqrt(disc)) / (2.0 * (1.0 + k))
+    return min(1.0, root) if side > 0 else max(-1.0, root)
 
 
 def images_needed(budget: float, disagreement: float, confidence: float = 0.9) -> int:
