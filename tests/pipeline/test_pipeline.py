@@ -74,7 +74,7 @@ def test_compress_end_to_end_and_resume(mnist, tmp_path: Path) -> None:
     val = {p.phase: p.val_error for p in report.phases}
     assert all(v is not None and 0 <= v < 0.2 for v in val.values())
     assert val["decoded"] == val["quantized"] and val["dense"] != errors["dense"]
-    assert lines[0].startswith("[data] 55,000 training, 5,000 validation and 10,000 test")
+    assert lines[0].startswith("[data] decisions on 5,000 images (held out of the training images")
     assert "validation error" in (tmp_path / "report.md").read_text()
     layers = {row["name"]: row for row in report.layers}
     assert layers["fc3.weight"]["kept_pct"] == pytest.approx(20.0)
