@@ -14,6 +14,7 @@ from deep_compression.data.idx import (
     read_idx,
 )
 from deep_compression.data.info import FORMATS, Data, DatasetConfig, DatasetInfo
+from deep_compression.data.memory import DEFAULT_MAX_BYTES, in_memory
 from deep_compression.data.sources import load_data
 from deep_compression.data.split import (
     DEFAULT_VAL_SIZE,
@@ -41,4 +42,6 @@ __all__ = [
     "load_data",
     "load_dataset",
     "read_idx",
+    "DEFAULT_MAX_BYTES",
+    "in_memory",
 ]

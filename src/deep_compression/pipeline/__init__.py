@@ -22,7 +22,13 @@ from typing import Any
 
 from deep_compression import distributed as dist
 from deep_compression.checkpoint import read_meta
-from deep_compression.data import Data, ValidationConfig, carve_validation, load_data
+from deep_compression.data import (
+    Data,
+    ValidationConfig,
+    carve_validation,
+    in_memory,
+    load_data,
+)
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write, write_json
 from deep_compression.models import make_model
@@ -113,6 +119,9 @@ def split_data(
             "validation from the training images is only honest if the model never saw "
             "them (--val-from test or val otherwise)")  # fmt: skip
     data = carve_validation(data, split)
+    # Measured again and again (every phase, every candidate of a search): decoded once.
+    data = replace(data, test=in_memory(data.test),
+                   val=in_memory(data.val) if data.val is not None else None)  # fmt: skip
     if data.val is not None:
         log(f"[data] {split.describe(len(data.val), len(data.test))}")
     return data, replace(recipe, validation=split)

@@ -9,7 +9,8 @@ early rarely changes an answer; at the last look the user's ``confidence`` decid
 candidates (most of a search's) cost an eighth of an evaluation.
 
 The images are decoded and normalised once, into memory (:func:`materialize`), so that no
-candidate reads an image file again.
+candidate reads an image file again; each candidate runs in batches of 500
+(:func:`~deep_compression.train.predict`).
 """
 
 from __future__ import annotations
@@ -19,77 +20,34 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from deep_compression.data import Split
+from deep_compression.data import in_memory
 from deep_compression.errors import ConfigError
 from deep_compression.selection.paired import PairedIncrease, paired_increase, z_of
+from deep_compression.train import predict
 
 __all__ = ["LOOKS", "PairedJudge", "Verdict", "materialize", "per_image_errors"]
 
 Log = Callable[[str], None]
 
 LOOKS = (0.125, 0.25, 0.5, 1.0)
-# In-memory copies of selection images above this many bytes are refused: the caller
-# streams instead (a 5,000-image CIFAR split is 61 MB as float32).
-MAX_IN_MEMORY_BYTES = 4 << 30
-_BATCH = 500
 
 
-def materialize(data: Dataset, max_bytes: int = MAX_IN_MEMORY_BYTES) -> Dataset:
-    """``data`` as an in-memory :class:`~deep_compression.data.Split` (every image decoded
-    and normalised once), or ``data`` itself when it is one already or would take more than
-    ``max_bytes`` (it then streams, decoded again at each pass)."""
-    if isinstance(data, Split) or len(data) == 0:
-        return data
-    x0, _ = data[0]
-    if not isinstance(x0, torch.Tensor) or 4 * x0.numel() * len(data) > max_bytes:
-        return data
-    xs = torch.empty((len(data), *x0.shape), dtype=torch.float32)
-    ys = torch.empty(len(data), dtype=torch.int64)
-    for i in range(len(data)):
-        x, y = data[i]
-        xs[i] = x
-        ys[i] = int(y)
-    return Split(xs, ys)
+def materialize(data: Dataset) -> Dataset:
+    """``data`` decoded and normalised once into memory (a
+    :class:`~deep_compression.data.Split`), or ``data`` itself when it would not fit
+    (:func:`~deep_compression.data.in_memory`'s bound; it then streams)."""
+    return in_memory(data)
 
 
-def _logits(out: object) -> torch.Tensor:
-    """A model's class scores: a tensor, the first of a tuple, or an object's ``.logits``."""
-    if isinstance(out, tuple | list) and out:
-        out = out[0]
-    out = getattr(out, "logits", out)
-    if not isinstance(out, torch.Tensor):
-        raise ConfigError(f"the model returned {type(out).__name__}, not class scores")
-    return out
-
-
-@torch.inference_mode()
 def per_image_errors(
-    model: nn.Module, data: Dataset, order: Sequence[int] | np.ndarray, batch_size: int = _BATCH
+    model: nn.Module, data: Dataset, order: Sequence[int] | np.ndarray
 ) -> np.ndarray:
-    """``(len(order),)`` bool: whether ``model`` (put in eval mode) misclassifies each of
-    the images ``order`` names, in that order."""
-    was_training = model.training
-    model.eval()
-    out = np.empty(len(order), dtype=bool)
-    try:
-        for start in range(0, len(order), batch_size):
-            idx = np.asarray(order[start : start + batch_size], dtype=np.int64)
-            if isinstance(data, Split):
-                t = torch.from_numpy(idx)
-                x, y = data.x[t], data.y[t]
-            else:
-                items = [data[int(i)] for i in idx]
-                x = torch.stack([a for a, _ in items])
-                y = torch.tensor([int(b) for _, b in items])
-            pred = _logits(model(x)).argmax(1)
-            out[start : start + len(idx)] = (pred != y).numpy()
-    finally:
-        model.train(was_training)
-    return out
+    """``(len(order),)`` bool: whether ``model`` misclassifies each of the images
+    ``order`` names, in that order (eval mode; shared out across ranks)."""
+    return ~predict(model, data, indices=np.asarray(order, dtype=np.int64)).correct
 
 
 @dataclass(frozen=True)
@@ -124,8 +82,8 @@ class PairedJudge:
 
     Args:
         reference: the dense model (evaluated once, here).
-        data: the selection images (a :class:`Split` is used as it is; anything else is
-            decoded into memory once when it fits, see :func:`materialize`).
+        data: the selection images (decoded into memory once when they fit, see
+            :func:`materialize`).
         budget: points of error increase allowed.
         confidence: of the final decision (one-sided).
         seed: of the order in which images are compared (a class-sorted split would

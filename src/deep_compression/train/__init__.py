@@ -15,15 +15,23 @@ would take on the whole batch), so the same recipe needs no retuning, and N proc
 without dropout or augmentation reproduce a single process to float rounding.
 
 The package holds :mod:`.config` (what fit is told and returns), :mod:`.batches` (which
-images each rank takes at each step) and :mod:`.loop` (fit and evaluate); every public
-name is importable from here.
+images each rank takes at each step), :mod:`.loop` (fit) and :mod:`.evaluation`
+(evaluate, and predict: per-image correctness and loss for paired comparisons); every
+public name is importable from here.
 """
 
 from deep_compression.train.batches import Data as Data  # the type fit and evaluate accept
 from deep_compression.train.batches import GlobalBatchSampler
 from deep_compression.train.config import EpochStats, TrainConfig, TrainResult
+from deep_compression.train.evaluation import (
+    PREDICT_BATCH,
+    Predictions,
+    evaluate,
+    logits_of,
+    predict,
+)
 from deep_compression.train.loop import _shift as _shift  # tests check the augmentation
-from deep_compression.train.loop import evaluate, fit, seed_everything
+from deep_compression.train.loop import fit, seed_everything
 
 __all__ = [
     "TrainConfig",
@@ -33,4 +41,8 @@ __all__ = [
     "fit",
     "evaluate",
     "seed_everything",
+    "PREDICT_BATCH",
+    "Predictions",
+    "predict",
+    "logits_of",
 ]

@@ -1,30 +1,22 @@
-"""The seeded loop itself: :func:`fit` (one epoch at a time, through the helpers below) and
-:func:`evaluate`, on one process or many. See :mod:`deep_compression.train` for the
-semantics of the global batch under several ranks."""
+"""The seeded loop itself: :func:`fit` (one epoch at a time, through the helpers below),
+on one process or many; it evaluates with :func:`~.evaluation.evaluate`. See
+:mod:`deep_compression.train` for the semantics of the global batch under several ranks."""
 
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import Subset
 
 from deep_compression import distributed as dist
-from deep_compression.data import Split
 from deep_compression.errors import ConfigError
 from deep_compression.progress import log, progress_bar
-from deep_compression.train.batches import (
-    Data,
-    GlobalBatchSampler,
-    _batches,
-    _check_data,
-    _loader,
-)
+from deep_compression.train.batches import Data, GlobalBatchSampler, _batches, _check_data
 from deep_compression.train.config import EpochStats, TrainConfig, TrainResult
+from deep_compression.train.evaluation import evaluate, model_device
 
 
 def seed_everything(seed: int) -> None:
@@ -54,64 +46,6 @@ def _shift(x: torch.Tensor, max_shift: int, gen: torch.Generator) -> torch.Tenso
     cols = (dx[:, None] + torch.arange(w)[None, :])[:, None, None, :]  # (N, 1, 1, W)
     idx_n = torch.arange(n)[:, None, None, None]
     return padded[idx_n, torch.arange(x.shape[1])[None, :, None, None], rows, cols]
-
-
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@torch.inference_mode()
-def _evaluate_part(model: nn.Module, data: Data, part: range, batch_size: int) -> tuple[float, int]:
-    """Summed cross-entropy and number of correct predictions over items ``part`` of ``data``."""
-    dev = _model_device(model)
-    total_loss, correct = 0.0, 0
-    if isinstance(data, Split):
-        # Slices of the tensors: the same batches, and so the same bits, as always.
-        batches: Any = (
-            (data.x[i : min(i + batch_size, part.stop)], data.y[i : min(i + batch_size, part.stop)])
-            for i in range(part.start, part.stop, batch_size)
-        )
-    else:
-        _check_data(data, "evaluation data")
-        batches = _loader(Subset(data, part), batch_size=batch_size, shuffle=False)
-    for x, y in batches:
-        x, y = x.to(dev), y.to(dev)
-        logits = model(x)
-        total_loss += float(nn.functional.cross_entropy(logits, y, reduction="sum"))
-        correct += int((logits.argmax(1) == y).sum())
-    return total_loss, correct
-
-
-def evaluate(
-    model: nn.Module, data: Data, batch_size: int = 1000, *, shard: bool = True
-) -> tuple[float, float]:
-    """Mean cross-entropy loss and accuracy of ``model`` on ``data`` (eval mode).
-
-    Under several ranks each rank evaluates its contiguous share of ``data``
-    (:func:`~deep_compression.distributed.shard`) and the sums are added up, so every rank
-    returns the accuracy over all of ``data``, exactly (counts are integers) and the loss up
-    to float rounding. Every rank must then call it; ``shard=False`` evaluates all of
-    ``data`` on this rank alone (for code that runs on rank 0 only).
-
-    Args:
-        model: maps ``(B, ...)`` inputs to ``(B, classes)`` logits.
-        data: a :class:`~deep_compression.data.Split` or a map-style Dataset of ``(x, y)``.
-        batch_size: images per forward pass.
-        shard: split the work across ranks (a no-op in one process).
-    """
-    n = len(data)
-    part = dist.shard(n) if shard else range(n)
-    was_training = model.training
-    model.eval()
-    try:
-        total_loss, correct = _evaluate_part(model, data, part, batch_size)
-    finally:
-        model.train(was_training)
-    if shard:
-        total_loss, correct = dist.all_reduce_sum(total_loss, correct, phase="evaluation")
-    n = max(1, n)
-    return total_loss / n, correct / n
 
 
 def _optimizer(params: list[nn.Parameter], config: TrainConfig) -> torch.optim.Optimizer:
@@ -310,7 +244,7 @@ def fit(
     _check_data(train, "training data")
     gen, aug_gen = _generators(config, size)
     sampler = GlobalBatchSampler(len(train), config.batch_size, gen, rank=rank, world_size=size)
-    dev = _model_device(model)
+    dev = model_device(model)
     result = TrainResult()
     show = progress and dist.is_main()
     with dist.collective_errors(desc):
