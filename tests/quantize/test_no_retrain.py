@@ -357,3 +357,15 @@ def test_a_cache_reuses_the_statistics_and_changes_nothing() -> None:
         a, b = plain_state_dict(plain), plain_state_dict(cached)
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert set(cache) == {"outputs", ("stats", True, True)}
+
+
+def test_bisections_stop_when_the_file_barely_changes() -> None:
+    """``min_gain``: no bisection step is taken between two candidates whose files differ
+    by less than that fraction; the search then measures fewer candidates, and what it
+    chooses is still the smallest file within budget among them."""
+    model, val_error, _ = synthetic_task()
+    full = compress_without_retraining(model, val_error, 2.0, lam_start=1e-6)
+    coarse = compress_without_retraining(model, val_error, 2.0, lam_start=1e-6, min_gain=0.2)
+    assert len(coarse.trials) < len(full.trials)
+    ok = [t for t in coarse.trials if t.val_error <= coarse.dense_val_error + 2.0 + 1e-9]
+    assert coarse.file_bytes == min(t.file_bytes for t in ok)

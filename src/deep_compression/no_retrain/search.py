@@ -145,6 +145,7 @@ def compress_without_retraining(
     tolerance: float = 0.0,
     dense_error: float | None = None,
     judge: Callable[[nn.Module], Any] | None = None,
+    min_gain: float = 0.0,
 ) -> NoRetrainResult:
     """The smallest ``.dcz`` whose validation error stays within a budget, no retraining.
 
@@ -175,6 +176,8 @@ def compress_without_retraining(
         dense_error: ``evaluate_fn(model)`` if measured already (not evaluated twice).
         judge: ``model -> Verdict`` (a :class:`~deep_compression.selection.PairedJudge`
             of the same budget) decides instead of ``evaluate_fn`` and ``tolerance``.
+        min_gain: a bisection stops once its two ends' files differ by less than this
+            fraction (0: after ``refine_steps``).
 
     Returns:
         The :class:`NoRetrainResult`; if no candidate meets the budget, the one with the
@@ -194,7 +197,8 @@ def compress_without_retraining(
         dense_error = (judge.reference_error if hasattr(judge, "reference_error")
                        else _error_of(evaluate_fn, model))  # fmt: skip
     search = _Search(model, evaluate_fn, base, calibration, coder, gap_bits, metadata,
-                     dense_error + budget_points, progress, tolerance, judge=judge)  # fmt: skip
+                     dense_error + budget_points, progress, tolerance, judge=judge,
+                     min_gain=min_gain)  # fmt: skip
     for mode in modes:
         search.base = replace(base, importance=mode)
         lam0 = SEARCH_START[mode] if lam_start is None else lam_start
@@ -255,6 +259,16 @@ class _Search:
     # The dense model's calibration statistics, computed once (see rd_quantize_).
     cache: dict[Any, Any] = field(default_factory=dict)
     judge: Callable[[nn.Module], Any] | None = None
+
+    min_gain: float = 0.0  # bisections stop when their ends' files differ by less
+
+    def close(self, lo: float, hi: float) -> bool:
+        """Whether the files of ``lo`` and ``hi`` (this importance) differ by less than
+        ``min_gain`` of the larger: a finer step in ``lam`` buys less than that."""
+        sizes = {t.lam: t.file_bytes for t in self.trials if t.importance == self.base.importance}
+        if self.min_gain <= 0 or lo not in sizes or hi not in sizes:
+            return False
+        return sizes[lo] - sizes[hi] < self.min_gain * sizes[lo]
 
     def within(self, t: Trial) -> bool:
         """Whether a measured candidate keeps the budget."""
@@ -340,7 +354,7 @@ def _refine(
     ``near=False``: within the limit) and ``hi`` (clearly beyond; beyond)."""
     steps = 0
     while lo is not None and hi is not None and steps < refine_steps:
-        if len(search.trials) >= max_trials:
+        if len(search.trials) >= max_trials or search.close(lo, hi):
             break
         lam = math.sqrt(lo * hi)
         within = search.run(lam)[1 if near else 0]
