@@ -49,7 +49,7 @@ def report_markdown(report: RunReport) -> str:
         "",
         "## Phases (error of the model each phase left)",
         "",
-        *([f"Decisions on validation images only: {report.splits}.", ""] if report.splits else []),
+        *([f"{report.splits[:1].upper()}{report.splits[1:]}.", ""] if report.splits else []),
         format_table(
             ["phase", *(["validation error"] if has_val else []), "test error", "time", ""],
             phase_rows,
