@@ -11,7 +11,6 @@ from deep_compression.selection.judge import (
     LOOKS,
     PairedJudge,
     Verdict,
-    materialize,
     per_image_errors,
 )
 from deep_compression.selection.paired import (
@@ -27,7 +26,6 @@ __all__ = [
     "PairedJudge",
     "Verdict",
     "images_needed",
-    "materialize",
     "paired_increase",
     "per_image_errors",
     "z_of",

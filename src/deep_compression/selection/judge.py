@@ -8,9 +8,9 @@ candidate is accepted when the budget holds, or rejected when it is broken, at t
 early rarely changes an answer; at the last look the user's ``confidence`` decides. Far
 candidates (most of a search's) cost an eighth of an evaluation.
 
-The images are decoded and normalised once, into memory (:func:`materialize`), so that no
-candidate reads an image file again; each candidate runs in batches of 500
-(:func:`~deep_compression.train.predict`).
+The images are decoded and normalised once, into memory
+(:func:`~deep_compression.data.in_memory`), so that no candidate reads an image file again;
+each candidate runs through :func:`~deep_compression.train.predict`.
 """
 
 from __future__ import annotations
@@ -28,18 +28,11 @@ from deep_compression.errors import ConfigError
 from deep_compression.selection.paired import PairedIncrease, paired_increase, z_of
 from deep_compression.train import predict
 
-__all__ = ["LOOKS", "PairedJudge", "Verdict", "materialize", "per_image_errors"]
+__all__ = ["LOOKS", "PairedJudge", "Verdict", "per_image_errors"]
 
 Log = Callable[[str], None]
 
 LOOKS = (0.125, 0.25, 0.5, 1.0)
-
-
-def materialize(data: Dataset) -> Dataset:
-    """``data`` decoded and normalised once into memory (a
-    :class:`~deep_compression.data.Split`), or ``data`` itself when it would not fit
-    (:func:`~deep_compression.data.in_memory`'s bound; it then streams)."""
-    return in_memory(data)
 
 
 def per_image_errors(
@@ -83,7 +76,7 @@ class PairedJudge:
     Args:
         reference: the dense model (evaluated once, here).
         data: the selection images (decoded into memory once when they fit, see
-            :func:`materialize`).
+            :func:`~deep_compression.data.in_memory`).
         budget: points of error increase allowed.
         confidence: of the final decision (one-sided).
         seed: of the order in which images are compared (a class-sorted split would
@@ -107,7 +100,7 @@ class PairedJudge:
         z_of(confidence)
         self.interim = interim if interim is not None else 1.0 - (1.0 - confidence) / 4.0
         z_of(self.interim)
-        self.data = materialize(data)
+        self.data = in_memory(data)
         n = len(self.data)
         if n == 0:
             raise ConfigError("no selection images to judge candidates on")
