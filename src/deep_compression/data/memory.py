@@ -39,8 +39,8 @@ _CHUNK = 1 << 20
 
 
 def _check_max_bytes(max_bytes: object) -> int:
-    ok = isinstance(max_bytes, int) and not isinstance(max_bytes, bool)
-    if not ok or not 0 <= max_bytes <= MAX_BYTES_LIMIT:  # type: ignore[operator]
+    is_int = isinstance(max_bytes, int) and not isinstance(max_bytes, bool)
+    if not is_int or not 0 <= max_bytes <= MAX_BYTES_LIMIT:  # type: ignore[operator]
         raise ConfigError(
             f"max_bytes must be an integer in 0..{MAX_BYTES_LIMIT}, got {max_bytes!r}"
         )
@@ -65,13 +65,13 @@ def in_memory(
 ) -> Split | Dataset:
     """``data`` decoded and normalised once into a :class:`Split`, if it fits.
 
-    ``Split(x, y)`` holds exactly the tensors ``data[i]`` gives, stacked as a
-    DataLoader stacks them: ``x`` is ``(N, *item_shape)`` in the items' dtype (float32
+    ``Split(x, y)`` holds exactly the tensors ``data[i]`` gives, stacked as a DataLoader
+    stacks them: ``x`` is ``(N, *item_shape)`` in the items' dtype (float32
     ``(N, C, H, W)`` for images), ``y`` is ``(N,)`` int64 for integer labels. A Split is
-    returned as it is. When ``x`` and ``y`` would take more
-    than ``max_bytes``, ``data`` is returned unchanged (it keeps streaming) and a log line
-    says so: ``isinstance(result, Split)`` tells which happened. Under several ranks every
-    rank holds its own copy.
+    returned as it is. When ``x`` and ``y`` would take more than ``max_bytes``, ``data``
+    is returned unchanged (it keeps streaming) and a log line says so:
+    ``isinstance(result, Split)`` tells which happened. Under several ranks every rank
+    holds its own copy.
 
     Args:
         data: a Split, or a map-style dataset of ``(x, y)`` (an ImageFolder, a Subset of

@@ -62,7 +62,7 @@ from deep_compression.quantize.rdq_ecsq import (  # noqa: F401
     model_bits,
     rd_quantize,
 )
-from deep_compression.quantize.rdq_gptq import rd_gptq
+from deep_compression.quantize.rdq_gptq import FACTOR_CACHE_BYTES, Factors, rd_gptq
 from deep_compression.quantize.rdq_lloyd import (  # noqa: F401
     _assign_weighted,
     _groups,
@@ -73,6 +73,8 @@ from deep_compression.quantize.rdq_lloyd import (  # noqa: F401
 )
 
 __all__ = [
+    "FACTOR_CACHE_BYTES",
+    "Factors",
     "MAX_CODEWORDS",
     "RDQuantization",
     "initial_step",
