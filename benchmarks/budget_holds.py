@@ -39,13 +39,15 @@ def run_one(ckpt: str, budget: float, seed: int, out: Path, extra: list[str]) ->
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         raise SystemExit(f"seed {seed} failed:\n{proc.stderr[-2000:]}")
-    doc = json.loads((out / "report.json").read_text())
-    final, dense = doc["final"], doc["dense"]
-    val, test = final["val_increase"], final["test_increase"]
+    doc = json.loads((out / "report.json").read_text())  # a RunReport
+    phases = {p["phase"]: p for p in doc["phases"]}
+    dense, final = phases["dense"], phases["decoded"]
+    val, test = doc["increase"]["val"], doc["increase"]["test"]
+    search = doc["search"]
     return {
         "seed": seed,
-        "val_images": doc["splits"]["validation_images"],
-        "test_images": doc["splits"]["test_images"],
+        "val_images": val["n"],
+        "test_images": test["n"],
         "dense_val": round(100 * dense["val_error"], 2),
         "dense_test": round(100 * dense["test_error"], 2),
         "final_val": round(100 * final["val_error"], 2),
@@ -56,11 +58,11 @@ def run_one(ckpt: str, budget: float, seed: int, out: Path, extra: list[str]) ->
         "test_low": round(test["low"], 2),
         "test_high": round(test["high"], 2),
         "holds": test["increase"] <= budget + 1e-9,
-        "file_bytes": doc["file_bytes"],
-        "rate": round(doc["rate"], 1),
-        "candidates": doc["search"]["candidates"],
-        "search_s": doc["search"]["seconds"],
-        "s_per_candidate": doc["search"]["seconds_per_candidate"],
+        "file_bytes": doc["stages"][-1]["bytes"],
+        "rate": round(doc["stages"][-1]["rate"], 1),
+        "candidates": search["candidates"],
+        "search_s": search["seconds"],
+        "s_per_candidate": round(search["seconds"] / max(1, search["candidates"]), 2),
     }
 
 

@@ -53,13 +53,13 @@ def onnx_forward(model, x):  # type: ignore[no-untyped-def]
     per-operator dispatch cost, which dominates tiny networks at batch 1."""
     import onnxruntime
 
-    from deep_compression.export import _onnx_bytes
+    from deep_compression.export import onnx_bytes
 
     opts = onnxruntime.SessionOptions()
     opts.intra_op_num_threads = 1
     opts.inter_op_num_threads = 1
     session = onnxruntime.InferenceSession(
-        _onnx_bytes(model, x[:1]), opts, providers=["CPUExecutionProvider"]
+        onnx_bytes(model, x[:1]), opts, providers=["CPUExecutionProvider"]
     )
     return lambda inputs: session.run(None, {"input": inputs.numpy()})[0]
 

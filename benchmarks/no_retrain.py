@@ -120,7 +120,7 @@ def as_codebooks(model: torch.nn.Module) -> torch.nn.Module:
     """Install QuantizedWeight parametrizations holding exactly the model's weights: the
     distinct non-zero values of each layer as its codebook, float16 biases and codebooks
     when exact (NNCodec's values are multiples of a power-of-two step)."""
-    from deep_compression.no_retrain import _install
+    from deep_compression.no_retrain.quantize import install_quantized_
     from deep_compression.prune import prunable_layers
 
     for layer in prunable_layers(model).values():
@@ -128,7 +128,7 @@ def as_codebooks(model: torch.nn.Module) -> torch.nn.Module:
         mask = w != 0
         values = np.unique(w[mask])
         idx = np.where(mask, np.searchsorted(values, w), 0)
-        _install(layer, values, idx.reshape(-1), mask.reshape(-1), w.shape)
+        install_quantized_(layer, values, idx.reshape(-1), mask.reshape(-1), w.shape)
     return model
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from deep_compression.data import find_dataset_dir, get_spec, read_idx
-from deep_compression.data.idx import _file_in  # the IDX file of a role, gz or raw
+from deep_compression.data.idx import idx_file  # the IDX file of a role, gz or raw
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,9 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     directory = find_dataset_dir(args.dataset, args.data_dir)
     for split in ("train", "test"):
         stem, md5 = spec.files[f"{split}-images"]
-        images = read_idx(_file_in(directory, stem), md5)
+        images = read_idx(idx_file(directory, stem), md5)
         stem, md5 = spec.files[f"{split}-labels"]
-        labels = read_idx(_file_in(directory, stem), md5)
+        labels = read_idx(idx_file(directory, stem), md5)
         n = len(labels) if args.limit is None else min(args.limit, len(labels))
         for c in range(spec.num_classes):
             (args.out / split / str(c)).mkdir(parents=True)

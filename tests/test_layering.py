@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("prune", "shrink"),
     ("quantize",),
     ("sparse",),
-    ("encode",),
+    ("encode", "encode_config"),
     ("loading",),
     ("phases", "recipe", "export", "no_retrain"),
     ("report",),
@@ -59,12 +59,26 @@ def _unit(module: str) -> str:
     return module.split(".")[0]
 
 
-def _imports(path: Path) -> list[str]:
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """The ids of the import statements under ``if TYPE_CHECKING:`` (never run)."""
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and ast.unparse(node.test).split(".")[-1] == "TYPE_CHECKING":
+            out |= {id(n) for stmt in node.body for n in ast.walk(stmt)}
+    return out
+
+
+def _imports(path: Path, *, runtime_only: bool = False) -> list[str]:
     """Every ``deep_compression`` module ``path`` imports, as dotted names relative to
     the package (``from deep_compression.prune import x`` gives ``prune``, or
-    ``prune.x`` when ``x`` is a submodule)."""
+    ``prune.x`` when ``x`` is a submodule); with ``runtime_only``, not those under
+    ``if TYPE_CHECKING:``."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
+    tree = ast.parse(path.read_text())
+    skip = _type_checking_only(tree) if runtime_only else set()
+    for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
@@ -82,15 +96,27 @@ def test_every_module_has_a_layer() -> None:
     assert {_unit(m) for m in MODULES} <= set(RANK), set(map(_unit, MODULES)) - set(RANK)
 
 
+# The package's face (``import deep_compression as dc``, its __init__) imports every stage,
+# but lazily: its run-time imports are errors alone (checked below); the rest sit under
+# ``if TYPE_CHECKING:`` for type checkers and never run, so they are not edges.
+FACE = ""
+
+
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_imports_flow_down_the_pipeline(module: str) -> None:
     rank = RANK[_unit(module)]
-    for target in _imports(MODULES[module]):
+    for target in _imports(MODULES[module], runtime_only=module == FACE):
         if _unit(target) == _unit(module):
             continue
         assert RANK[_unit(target)] <= rank, (
             f"{module} (layer {rank}) imports {target} (layer {RANK[_unit(target)]})"
         )
+
+
+def test_the_face_imports_its_names_lazily() -> None:
+    """``import deep_compression`` runs no stage's import (torch stays out; the decoder
+    needs numpy alone): at run time the face imports only the errors."""
+    assert _imports(MODULES[FACE], runtime_only=True) == ["errors"]
 
 
 def test_no_import_cycles() -> None:
@@ -153,3 +179,78 @@ def test_modules_and_functions_stay_readable() -> None:
                 if length > MAX_FUNCTION_LINES:
                     too_long.append(f"{module}.{node.name}: {length} lines")
     assert not too_long, too_long
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def _private_uses(module: str, path: Path) -> set[tuple[str, str, str]]:
+    """``(module, defining module, name)`` for every private name ``module`` takes from
+    another ``deep_compression`` module: ``from deep_compression.x import _y``, and
+    ``x._y`` on a module it imported as ``x``. (A private *module* such as ``cli._common``
+    is its package's own business: what counts is the name taken from it.)"""
+    tree = ast.parse(path.read_text())
+    found = set()
+    aliases: dict[str, str] = {}  # local name -> imported deep_compression module
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:  # relative: resolve against this module's package
+                base = package.split(".") if package else []
+                base = base[: len(base) - (node.level - 1)]
+                source = ".".join(base + ([node.module] if node.module else []))
+            elif node.module and (
+                node.module == "deep_compression" or node.module.startswith("deep_compression.")
+            ):
+                source = node.module.removeprefix("deep_compression").removeprefix(".")
+            else:
+                continue
+            for a in node.names:
+                full = f"{source}.{a.name}" if source else a.name
+                if full in MODULES:
+                    aliases[a.asname or a.name] = full
+                if _is_private(a.name) and full not in MODULES and source != module:
+                    found.add((module, source, a.name))
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                rel = a.name.removeprefix("deep_compression").removeprefix(".")
+                if a.asname and a.name.startswith("deep_compression") and rel in MODULES:
+                    aliases[a.asname] = rel
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+            and _is_private(node.attr)
+            and aliases[node.value.id] != module
+        ):
+            found.add((module, aliases[node.value.id], node.attr))
+    return found
+
+
+def test_no_private_names_across_modules() -> None:
+    """A ``_name`` is its module's own: a helper another module needs is public (with a
+    docstring) or lives where it is used."""
+    found = sorted(set().union(*(_private_uses(m, p) for m, p in MODULES.items())))
+    assert not found, "private names imported across modules: " + ", ".join(
+        f"{m} imports {name} from {src}" for m, src, name in found
+    )
+
+
+def test_the_private_name_check_sees_what_it_should(tmp_path: Path) -> None:
+    """The check above on made-up modules: it must flag these and only these."""
+    path = tmp_path / "mod.py"
+    path.write_text(
+        "from deep_compression.quantize.rdq_ecsq import _grid, rd_quantize\n"
+        "from deep_compression import __version__\n"
+        "from deep_compression.quantize import rdq_lloyd as lloyd\n"
+        "from . import _sibling_helper\n"
+        "import numpy as np\n"
+        "x = lloyd._lengths, lloyd.lower_envelope, np._NoValue\n"
+    )
+    assert _private_uses("train.mod", path) == {
+        ("train.mod", "quantize.rdq_ecsq", "_grid"),
+        ("train.mod", "quantize.rdq_lloyd", "_lengths"),
+        ("train.mod", "train", "_sibling_helper"),
+    }

@@ -7,7 +7,8 @@ import torch
 
 from deep_compression.errors import ConfigError
 from deep_compression.models import build_model
-from deep_compression.train import TrainConfig, _shift, evaluate, fit
+from deep_compression.train import TrainConfig, evaluate, fit
+from deep_compression.train.loop import _shift  # the augmentation, tested where it lives
 
 
 @pytest.mark.mnist

@@ -79,9 +79,11 @@ _FOLDABLE = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 @torch.no_grad()
 def _fold(layer: nn.Module, bn: _BatchNorm) -> None:
-    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps) if bn.affine else (
-        1.0 / torch.sqrt(bn.running_var + bn.eps)
-    )  # fmt: skip
+    scale = (
+        bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        if bn.affine
+        else 1.0 / torch.sqrt(bn.running_var + bn.eps)
+    )
     shift = bn.bias if bn.affine else torch.zeros_like(bn.running_mean)
     shape = (-1,) + (1,) * (layer.weight.ndim - 1)
     layer.weight.mul_(scale.reshape(shape))

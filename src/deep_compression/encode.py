@@ -9,7 +9,9 @@ state-dict name (``fc1.weight``, what ``strip_*`` would leave) and writes it as
   apply (``weight = original * mask``);
 * ``dense`` otherwise (biases, unpruned layers, buffers).
 
-How it writes them is an :class:`EncodeConfig` (the ``[encode]`` table of a recipe).
+How it writes them is an :class:`~deep_compression.encode_config.EncodeConfig` (the
+``[encode]`` table of a recipe; default: the smallest coding, ``coder="best"`` with
+every gap width ``"auto"``).
 The way back, ``.dcz`` -> model, is :func:`deep_compression.loading.load_dcz`.
 """
 
@@ -19,9 +21,8 @@ import os
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -29,10 +30,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from deep_compression.coding.gaps import best_gap_bits, check_gap_bits
 from deep_compression.dcz import (
     CODER_CHOICES,
-    DEFAULT_CHUNK,
     DczFile,
     DenseTensor,
     QuantizedTensor,
@@ -40,14 +39,24 @@ from deep_compression.dcz import (
     Tensor,
     TensorStats,
     open_dcz,
+    to_bytes,
     write_dcz,
 )
 from deep_compression.dcz.lossless import record_from_array
+from deep_compression.encode_config import (
+    DEFAULT_CODER,
+    DEFAULT_GAP_BITS,
+    EncodeConfig,
+    GapBits,
+    layer_gap_bits,
+    order0_coder,
+    plain_gap_bits,
+)
 from deep_compression.errors import ConfigError
-from deep_compression.layer_config import check_patterns, layer_kinds, resolve
+from deep_compression.fileio import atomic_write
+from deep_compression.layer_config import check_patterns
 from deep_compression.prune import PruningMask
 from deep_compression.quantize import QuantizedWeight
-from deep_compression.recipe_io import from_table
 from deep_compression.records import CheckpointMeta, ModelSpec
 
 __all__ = [
@@ -57,60 +66,12 @@ __all__ = [
     "model_tensors",
     "plain_state_dict",
     "encode_model",
+    "encode_to_bytes",
     "file_metadata",
     "read_report",
 ]
 
-# The paper's gap fields: 5 bits for fully connected layers, 8 for convolutions.
-DEFAULT_GAP_BITS = {"linear": 5, "conv": 8}
-_CONV = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _PARAM_KEY = re.compile(r"^(?:(.*)\.)?parametrizations\.(\w+)\.(?:original|\d+\..+)$")
-
-GapBits = int | str | Mapping[str, int | str] | None
-
-
-@dataclass(frozen=True)
-class EncodeConfig:
-    """How a model is written to a ``.dcz`` file (the ``[encode]`` table of a recipe).
-
-    Attributes:
-        coder: entropy coder of the gap and index streams: ``"huffman"`` (the paper),
-            ``"ans"``, ``"best"`` (smallest per stream) or ``"fixed"`` (no entropy coding).
-        gap_bits: gap field width per layer, ``{"fc*": 4, "conv2": "auto"}`` shape; a value
-            may be ``"auto"`` (the width that makes that layer's gap stream smallest); a
-            single int or ``"auto"`` means every layer.
-            Layers not matched keep the paper's default (5 for fully connected, 8 for
-            convolutions); a key that matches no pruned layer is an error.
-        chunk: symbols per Huffman chunk (decoder parallelism vs. 4 bytes per chunk).
-    """
-
-    coder: str = "huffman"
-    gap_bits: Mapping[str, int | str] | int | str = field(default_factory=dict)
-    chunk: int = DEFAULT_CHUNK
-
-    def __post_init__(self) -> None:
-        if self.coder not in CODER_CHOICES:
-            raise ConfigError(
-                f"encode.coder must be one of {', '.join(CODER_CHOICES)}, got {self.coder!r}"
-            )
-        if isinstance(self.gap_bits, int | str) and not isinstance(self.gap_bits, bool):
-            object.__setattr__(self, "gap_bits", {"*": self.gap_bits})  # every layer
-        if not isinstance(self.gap_bits, Mapping):
-            raise ConfigError(f"encode.gap_bits must be a table, got {self.gap_bits!r}")
-        for key, value in self.gap_bits.items():
-            if value != "auto":
-                check_gap_bits(value, f"encode.gap_bits[{key!r}]")
-        if isinstance(self.chunk, bool) or not isinstance(self.chunk, int) or self.chunk < 1:
-            raise ConfigError(f"encode.chunk must be an integer >= 1, got {self.chunk!r}")
-        object.__setattr__(self, "gap_bits", MappingProxyType(dict(self.gap_bits)))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"coder": self.coder, "gap_bits": dict(self.gap_bits), "chunk": self.chunk}
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str = "encode") -> EncodeConfig:
-        """Build from the ``[encode]`` table; unknown keys are a :class:`ConfigError`."""
-        return from_table(cls, d, where)
 
 
 def _plain_names(model: nn.Module) -> dict[str, tuple[str, str]]:
@@ -127,54 +88,36 @@ def _plain_names(model: nn.Module) -> dict[str, tuple[str, str]]:
     return out
 
 
-def _gap_bits_for(
-    gap_bits: GapBits, module_name: str, module: nn.Module, positions: np.ndarray, coder: str
-) -> int:
-    default = DEFAULT_GAP_BITS["conv" if isinstance(module, _CONV) else "linear"]
-    if gap_bits is None:
-        bits: int | str = default
-    elif isinstance(gap_bits, int | str):
-        bits = gap_bits
-    else:
-        # A mapping without "*" falls back to the layer type's default for unmatched layers.
-        kinds = layer_kinds({module_name: module})[module_name]
-        bits = resolve({"*": default, **gap_bits}, module_name, "gap_bits", kinds)
-    if bits == "auto":
-        return best_gap_bits(positions, coder)
-    if isinstance(bits, bool) or not isinstance(bits, int):
-        raise ConfigError(f"gap_bits for {module_name}: expected an int or 'auto', got {bits!r}")
-    return bits
-
-
 def model_tensors(
-    model: nn.Module, gap_bits: GapBits = None, coder: str = "huffman"
+    model: nn.Module, gap_bits: GapBits = None, coder: str = DEFAULT_CODER
 ) -> list[Tensor]:
     """The model's tensors as ``.dcz`` records, by plain state-dict name, in order.
 
     Args:
         model: any ``nn.Module``; parametrized layers are read through their
             parametrizations.
-        gap_bits: gap field width: ``None`` for the paper's defaults (5 for ``Linear``,
-            8 for ``ConvNd``), an int for every layer, ``"auto"`` (per layer, the width
-            that makes the gap stream smallest under ``coder``), or a per-layer mapping of
-            those such as ``{"*": 5, "type:Conv*": 8, "fc1": "auto"}`` (keys as in
+        gap_bits: gap field width: ``None`` for the coder's default (``"auto"`` under
+            ``"best"``; the paper's 5 for ``Linear`` and 8 for ``ConvNd`` under a named
+            coder), an int for every layer, ``"auto"`` (per layer, the width that makes
+            the gap stream smallest under ``coder``), or a per-layer mapping of those
+            such as ``{"*": 5, "type:Conv*": 8, "fc1": "auto"}`` (keys as in
             :mod:`deep_compression.layer_config`; layers not matched keep the default).
-        coder: the coder the file will use (only ``"auto"`` gap widths depend on it).
+            It applies to plain weights whose zeros and few values are found too; a
+            plain weight no key matches gets "auto" under any coder.
+        coder: the coder the file will use (only the gap widths depend on it).
 
     Raises:
-        ConfigError: a ``gap_bits`` key that matches no pruned layer.
+        ConfigError: a ``gap_bits`` key that matches no layer with a weight.
     """
     if coder not in CODER_CHOICES:
         raise ConfigError(f"coder must be one of {', '.join(CODER_CHOICES)}, got {coder!r}")
     modules = dict(model.named_modules())
     names = _plain_names(model)
-    sparse_layers = {
-        mod: modules[mod]
-        for mod, t in names.values()
-        if parametrize.is_parametrized(modules[mod], t)
-    }
+    # Layers whose tensors may be stored sparse: pruned ones and any plain weight.
+    coded = {m: modules[m] for m, t in names.values()
+             if t == "weight" or parametrize.is_parametrized(modules[m], t)}  # fmt: skip
     if isinstance(gap_bits, Mapping):
-        check_patterns(gap_bits, sparse_layers, "gap_bits")
+        check_patterns(gap_bits, coded, "gap_bits")
     records: list[Tensor] = []
     with torch.no_grad():
         for plain, (mod_name, tname) in names.items():
@@ -184,7 +127,8 @@ def model_tensors(
                 if tname == "weight":
                     # A plain weight that is already sparse or few-valued (a decoded .dcz)
                     # is stored as such, bit for bit; otherwise it stays dense.
-                    records.append(record_from_array(plain, value))
+                    bits = plain_gap_bits(gap_bits, mod_name, module)
+                    records.append(record_from_array(plain, value, bits, order0_coder(coder)))
                 else:
                     records.append(DenseTensor(plain, value))
                 continue
@@ -196,7 +140,7 @@ def model_tensors(
                 q = plist[-1]
                 mask = q.mask.detach().cpu().numpy().reshape(-1)
                 positions = np.flatnonzero(mask)
-                bits = _gap_bits_for(gap_bits, mod_name, module, positions, coder)
+                bits = layer_gap_bits(gap_bits, mod_name, module, positions, coder)
                 indices = q.indices.detach().cpu().numpy().reshape(-1)[positions]
                 codebook = q.codebook.detach().cpu().to(torch.float32).numpy()
                 shape = tuple(q.mask.shape)
@@ -209,7 +153,7 @@ def model_tensors(
                     [p.mask.detach().cpu().numpy().reshape(-1) for p in plist]
                 )
                 positions = np.flatnonzero(mask)
-                bits = _gap_bits_for(gap_bits, mod_name, module, positions, coder)
+                bits = layer_gap_bits(gap_bits, mod_name, module, positions, coder)
                 values = effective.to(torch.float32).numpy().reshape(-1)[positions]
                 records.append(SparseTensor(plain, shape, positions, values, bits))
             else:  # an unknown parametrization: store what it computes
@@ -224,10 +168,7 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     with torch.no_grad():
         for plain, (mod_name, tname) in _plain_names(model).items():
             module = modules[mod_name]
-            if parametrize.is_parametrized(module, tname):
-                out[plain] = getattr(module, tname).detach().cpu().clone()
-            else:
-                out[plain] = getattr(module, tname).detach().cpu().clone()
+            out[plain] = getattr(module, tname).detach().cpu().clone()
     return out
 
 
@@ -309,6 +250,34 @@ def encode_model(
     if verify:
         _verify(model, open_dcz(path), path)
     return read_report(path, coder, seconds)
+
+
+def encode_to_bytes(
+    model: nn.Module,
+    path: str | os.PathLike[str],
+    config: EncodeConfig | None = None,
+    *,
+    metadata: CheckpointMeta | Mapping[str, Any] | None = None,
+) -> tuple[DczFile, EncodeReport]:
+    """:func:`encode_model`, with the file checked from the bytes written: encoded in
+    memory, opened and verified against ``model`` (every tensor, exactly), then written
+    to ``path`` atomically. Returns the opened file (its records, stages and summary need
+    no second read) and the report."""
+    config = config or EncodeConfig()
+    metadata = file_metadata(model, metadata)
+    coder, gap_bits = config.coder, dict(config.gap_bits) or None
+    t0 = time.perf_counter()
+    records = model_tensors(model, gap_bits, coder)
+    blob = to_bytes(records, metadata.to_dict(), coder=coder, chunk=config.chunk)
+    seconds = time.perf_counter() - t0
+    del records
+    f = open_dcz(blob)
+    _verify(model, f, path)
+    atomic_write(path, blob)
+    report = EncodeReport(
+        Path(path), f.size, f.header_bytes, f.original_bytes, coder, seconds, f.stats()
+    )
+    return f, report
 
 
 def read_report(path: str | os.PathLike[str], coder: str, seconds: float = 0.0) -> EncodeReport:

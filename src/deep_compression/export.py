@@ -19,7 +19,7 @@ from deep_compression.errors import ConfigError
 from deep_compression.fileio import atomic_write
 from deep_compression.records import CheckpointMeta
 
-__all__ = ["FORMATS", "ExportReport", "export_model"]
+__all__ = ["FORMATS", "ExportReport", "export_model", "onnx_bytes"]
 
 FORMATS = ("onnx", "safetensors")
 _OPSET = 17
@@ -36,7 +36,9 @@ class ExportReport:
     max_abs_diff: float | None
 
 
-def _onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+def onnx_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    """``model`` as an ONNX file (opset 17) in memory, traced on ``example`` ``(1, ...)``;
+    input ``input`` and output ``logits``, both with a dynamic batch axis."""
     buffer = io.BytesIO()
     with warnings.catch_warnings():
         # The TorchScript exporter needs only the onnx package (the newer one also needs
@@ -111,7 +113,7 @@ def export_model(
         ) from None
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(4, *shape, generator=gen)
-    blob = _onnx_bytes(model, x[:1])
+    blob = onnx_bytes(model, x[:1])
     atomic_write(path, blob)
     diff = _onnx_diff(blob, model, x) if check else None
     return ExportReport(path, len(blob), folded, diff)

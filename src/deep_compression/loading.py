@@ -37,7 +37,7 @@ from deep_compression.checkpoint.fit import (
     stored_shapes,
 )
 from deep_compression.dcz import DenseTensor, QuantizedTensor, SparseTensor, Tensor, open_dcz
-from deep_compression.dcz.reader import to_dense
+from deep_compression.dcz.reader import DczFile, to_dense
 from deep_compression.errors import ConfigError, FormatError
 from deep_compression.models import make_model
 from deep_compression.progress import log
@@ -242,7 +242,7 @@ def load_model(
 
 
 def load_dcz(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str] | DczFile,
     model: nn.Module | None = None,
     *,
     sparse: bool = False,
@@ -251,7 +251,8 @@ def load_dcz(
     """Decode a ``.dcz`` file into a model, in eval mode.
 
     Args:
-        path: the file.
+        path: the file, or one opened already (:func:`~deep_compression.dcz.open_dcz`,
+            e.g. from the bytes just written: not read again).
         model: a plain (unparametrized) model to load into; ``None`` rebuilds the model
             the file's metadata names: a built-in, or the user's own code only with
             ``allow_code`` (a file never makes the reader import code on its own).
@@ -269,7 +270,8 @@ def load_dcz(
     Raises:
         FormatError: bad file, or its tensors do not fit the model.
     """
-    f = open_dcz(path)
+    f = path if isinstance(path, DczFile) else open_dcz(path)
+    path = f.where
     records = f.records()
     meta = CheckpointMeta.from_dict(f.metadata, str(path))
     built = model is None

@@ -15,7 +15,9 @@ does, mapped one-to-one onto :class:`Recipe`::
     [prune]                      # deep_compression.prune.PruneSchedule
     [[prune.rounds]] ...
     [quantize]                   # deep_compression.quantize.QuantizeConfig
-    [encode]                     # deep_compression.encode.EncodeConfig
+    [encode]                     # deep_compression.encode.EncodeConfig (default: the
+                                 # smallest coding, coder = "best", gap widths "auto";
+                                 # coder = "huffman" alone is the paper's coding)
 
 A recipe with a ``[no_retrain]`` table instead of ``[prune]``/``[quantize]`` is a
 :class:`NoRetrainRecipe`: it compresses a trained checkpoint with no training step
@@ -57,7 +59,28 @@ def digest(*parts: Any) -> str:
 
 @dataclass(frozen=True)
 class Recipe:
-    """Everything :func:`compress` needs; one-to-one with the recipe TOML file."""
+    """Everything :func:`compress` needs; one-to-one with the recipe TOML file.
+
+    Attributes:
+        model: a built-in model name (``"lenet-300-100"``), ``"path/to/net.py:name"``
+            (relative to the recipe) or ``"package.module:name"``: a callable returning
+            an ``nn.Module``; importing a file runs its code (``--allow-code``).
+        prune: the ``[prune]`` table: the prune -> retrain schedule.
+        quantize: the ``[quantize]`` table: per-layer bits and centroid fine-tuning.
+        encode: the ``[encode]`` table: how the ``.dcz`` file is coded (left out: the
+            smallest coding, ``coder = "best"`` with gap widths ``"auto"``; the paper's
+            coding is ``coder = "huffman"``).
+        train: the ``[train]`` table: dense training, used only by ``compress --train``
+            (no checkpoint given).
+        dataset: a built-in name (``"mnist"``, ``"fashion-mnist"``), an image folder, an
+            ``.npz`` file (paths relative to the recipe) or a ``dataset`` table.
+        model_args: keyword arguments of the model callable.
+        seed: seeds the initial weights of dense training (``--train``); recorded in
+            every file of the run.
+        validation: images held out for every decision: ``"auto"``, a count, a fraction,
+            ``0`` (none: errors are test errors) or a ``validation`` table.
+        shrink: the ``[shrink]`` table: structured pruning before ``[prune]``.
+    """
 
     model: str
     prune: PruneSchedule
@@ -173,11 +196,6 @@ def _common_parsers(base_dir: str | os.PathLike[str] | None) -> dict[str, Any]:
     }
 
 
-def _no_retrain_encode() -> EncodeConfig:
-    # What the search sizes its candidates with: the smallest coding per stream.
-    return EncodeConfig(coder="best", gap_bits="auto")
-
-
 @dataclass(frozen=True)
 class NoRetrainRecipe:
     """A recipe without training: ``[no_retrain]`` (a
@@ -190,11 +208,23 @@ class NoRetrainRecipe:
         [no_retrain]
         max_error_increase = 0.1     # or lam = ... to quantize once
         [encode]                     # default: coder = "best", gap_bits = "auto"
+
+    Attributes:
+        model: as in :class:`Recipe`: a built-in name, ``"path/to/net.py:name"`` or
+            ``"package.module:name"``.
+        no_retrain: the ``[no_retrain]`` table: the quantizer's settings and the search.
+        encode: the ``[encode]`` table, as in :class:`Recipe`.
+        dataset: as in :class:`Recipe`: a built-in name, an image folder, an ``.npz`` file
+            or a ``dataset`` table.
+        model_args: keyword arguments of the model callable.
+        seed: seeds the draw of the calibration images.
+        validation: the split every decision is made on, as in :class:`Recipe`
+            (``"auto"``: the split the checkpoint records, else half the test set).
     """
 
     model: str
     no_retrain: NoRetrainPlan
-    encode: EncodeConfig = field(default_factory=_no_retrain_encode)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)  # the smallest coding
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model_args: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0

@@ -39,6 +39,7 @@ __all__ = [
     "CheckpointMeta",
     "StageRow",
     "PhaseRow",
+    "SearchSummary",
     "RunReport",
 ]
 
@@ -193,6 +194,44 @@ class PhaseRow:
 
 
 @dataclass(frozen=True)
+class SearchSummary:
+    """How a searched run chose its recipe (``compress --max-error-increase``); every
+    candidate is in the run's ``search.json``.
+
+    Attributes:
+        kind: ``"budget"`` (pruning and bit widths, with retraining) or ``"no-retrain"``
+            (the rate-distortion quantizer's ``lam``).
+        max_error_increase: the budget, points of validation error over the dense model's.
+        confidence: of each paired decision (candidate against the dense model, image by
+            image).
+        candidates: candidates measured.
+        seconds: wall time of the search.
+        chosen: what it chose, in words (``"importance gptq-fisher, lam 1.4e-06"``).
+    """
+
+    kind: str
+    max_error_increase: float
+    confidence: float
+    candidates: int
+    seconds: float
+    chosen: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(vars(self))
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> SearchSummary:
+        return cls(
+            kind=str(d["kind"]),
+            max_error_increase=float(d["max_error_increase"]),
+            confidence=float(d["confidence"]),
+            candidates=int(d["candidates"]),
+            seconds=float(d["seconds"]),
+            chosen=str(d["chosen"]),
+        )
+
+
+@dataclass(frozen=True)
 class RunReport:
     """The report of a finished ``compress`` run (``report.json``).
 
@@ -209,6 +248,10 @@ class RunReport:
         total_seconds: sum of the phases' wall times.
         splits: where the decisions' and the report's images came from (one line; empty
             without a validation split).
+        search: how a searched run chose its recipe (None for a recipe run).
+        increase: the final file's error increase over the dense model, paired image by
+            image, per split (``"val"``, ``"test"``: points, bounds, images, confidence),
+            when the run measured it (searched and no-retrain runs).
     """
 
     model: str
@@ -224,6 +267,8 @@ class RunReport:
     total_seconds: float
     tool_version: str = __version__
     splits: str = ""
+    search: SearchSummary | None = None
+    increase: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     @property
     def final(self) -> StageRow:
@@ -250,7 +295,12 @@ class RunReport:
             "total_seconds": self.total_seconds,
             "tool_version": self.tool_version,
             **({"splits": self.splits} if self.splits else {}),
+            **({"search": self.search.to_dict()} if self.search is not None else {}),
+            **({"increase": self._increase()} if self.increase else {}),
         }
+
+    def _increase(self) -> dict[str, dict[str, Any]]:
+        return {k: dict(v) for k, v in self.increase.items()}
 
     @classmethod
     def from_dict(cls, d: object, where: str = "report") -> RunReport:
@@ -271,6 +321,8 @@ class RunReport:
                 total_seconds=float(d["total_seconds"]),
                 tool_version=str(d.get("tool_version", "unknown")),
                 splits=str(d.get("splits", "")),
+                search=SearchSummary.from_dict(d["search"]) if d.get("search") else None,
+                increase={str(k): dict(v) for k, v in d.get("increase", {}).items()},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise FormatError(f"{where}: not a run report of this version ({e!r})") from None

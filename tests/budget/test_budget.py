@@ -28,7 +28,7 @@ from deep_compression.errors import ConfigError
 from deep_compression.models import make_model
 from deep_compression.pipeline import compress, split_data
 from deep_compression.recipe import load_recipe
-from deep_compression.records import CheckpointMeta, ModelSpec
+from deep_compression.records import CheckpointMeta, ModelSpec, RunReport
 from deep_compression.train import TrainConfig, fit
 
 
@@ -112,9 +112,16 @@ def test_search_stays_within_the_limit_and_its_recipe_replays_byte_for_byte(
              log=lambda _: None)  # fmt: skip
     first = (tmp_path / "run" / "model.dcz").read_bytes()
     assert (tmp_path / "replay" / "model.dcz").read_bytes() == first
-    # A finished run is not replaced without force.
-    with pytest.raises(ConfigError, match="holds a run"):
-        compress_to_budget(recipe, dense_ckpt, tmp_path / "run", config)
+    # The same search again resumes the run: every phase reused, the search too.
+    lines.clear()
+    again, same = compress_to_budget(recipe, dense_ckpt, tmp_path / "run", config,
+                                     log=lines.append)  # fmt: skip
+    assert same == chosen and again == report
+    assert sum("reused" in line for line in lines) == 5, lines  # dense, plan, 3 more
+    assert (tmp_path / "run" / "model.dcz").read_bytes() == first
+    # Another budget is another run: not replaced without force.
+    with pytest.raises(ConfigError, match="holds a run of another"):
+        compress_to_budget(recipe, dense_ckpt, tmp_path / "run", replace(config, seed=1))
 
 
 @pytest.mark.mnist
@@ -203,13 +210,25 @@ def test_cli_budget_and_no_retrain_runs(
     assert (tmp_path / "small.dcz").read_bytes() == (run / "model.dcz").read_bytes()
     again = run_cli("compress", *common, "--out-dir", str(run))
     assert again.returncode == 1 and "holds a run" in again.stderr
+    check_run_directory(run_cli, run, "budget")
     nr = tmp_path / "nr"
-    proc = run_cli("compress", *common, "--no-retrain", "--calibration", "0", "--out-dir", str(nr))
+    nr_args = (*common, "--no-retrain", "--calibration", "0", "--out-dir", str(nr))
+    proc = run_cli("compress", *nr_args)
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads((nr / "report.json").read_text())
-    assert doc["calibration_images"] == 0  # data-free: only the validation check
-    assert doc["file_bytes"] == (nr / "model.dcz").stat().st_size
-    assert doc["final"]["val_error"] <= doc["dense"]["val_error"] + 0.01 + 1e-9
+    assert "chosen recipe:" in proc.stdout and "## Search" in proc.stdout
+    report = check_run_directory(run_cli, nr, "no-retrain")
+    assert "0 calibration images" in report.search.chosen  # data-free: only the check
+    assert report.final.bytes == (nr / "model.dcz").stat().st_size
+    assert report.phase("decoded").val_error <= report.phase("dense").val_error + 0.01 + 1e-9
+    assert report.increase["val"]["high"] <= 1.0  # paired, within the budget
+    # Run again, the run resumes (nothing searched or written again); --restart redoes it.
+    first = (nr / "model.dcz").read_bytes()
+    proc = run_cli("compress", *nr_args)
+    assert proc.returncode == 0, proc.stderr
+    assert "[plan] reused" in proc.stderr and "[encoded] reused" in proc.stderr
+    proc = run_cli("compress", *nr_args, "--restart")
+    assert proc.returncode == 0, proc.stderr
+    assert (nr / "model.dcz").read_bytes() == first
     for bad, message in [
         (("--no-retrain",), "goes with --max-error-increase"),
         (("--max-minutes", "3"), "goes with --max-error-increase"),
@@ -219,6 +238,25 @@ def test_cli_budget_and_no_retrain_runs(
         assert proc.returncode == 1 and message in proc.stderr, proc.stderr
     proc = run_cli("compress", str(dense_ckpt), "--out-dir", str(tmp_path / "x"))
     assert proc.returncode == 1 and "--recipe" in proc.stderr
+
+
+def check_run_directory(run_cli, run: Path, kind: str) -> RunReport:
+    """``report`` and ``info`` on a finished run directory of any kind: the typed report,
+    the final file's tables, and the state every phase recorded."""
+    report = RunReport.from_dict(json.loads((run / "report.json").read_text()))
+    assert report.search is not None and report.search.kind == kind
+    assert set(report.increase) == {"val", "test"}
+    state = json.loads((run / "pipeline.json").read_text())
+    assert {"dense", "plan", "quantized", "encoded"} <= set(state["phases"])
+    assert ("pruned" in state["phases"]) == (kind == "budget")
+    proc = run_cli("report", str(run), "--no-sensitivity")
+    assert proc.returncode == 0, proc.stderr
+    assert "## Search" in proc.stdout and "Increase over dense on test" in proc.stdout
+    assert (run / "plots" / "layers.png").is_file()
+    proc = run_cli("info", str(run / "model.dcz"))
+    assert proc.returncode == 0, proc.stderr
+    assert f"{report.final.bytes:,}" in proc.stdout
+    return report
 
 
 @pytest.mark.mnist
@@ -238,18 +276,20 @@ def test_no_retrain_search_writes_a_recipe_that_replays_byte_for_byte(
     proc = run_cli("compress", str(dense_ckpt), "--max-error-increase", "1", "--no-retrain",
                    "--calibration", "64", "--out-dir", str(nr))  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert "[no-retrain] gptq-fisher" in proc.stdout and "[no-retrain] weights" in proc.stdout
-    doc = json.loads((nr / "report.json").read_text())
+    assert "[no-retrain] gptq-fisher" in proc.stderr and "[no-retrain] weights" in proc.stderr
+    report = RunReport.from_dict(json.loads((nr / "report.json").read_text()))
     trials = json.loads((nr / "search.json").read_text())["trials"]
     ok = [t for t in trials if t["accepted"]]  # paired: the bound within the budget
     assert ok and all(t["high"] <= 1.0 for t in ok)
     best = min(ok, key=lambda t: t["file_bytes"])
-    assert (doc["importance"], doc["lam"]) == (best["importance"], best["lam"])
-    assert doc["file_bytes"] == best["file_bytes"] == (nr / "model.dcz").stat().st_size
     written = load_any_recipe(nr / "recipe.toml")
     assert isinstance(written, NoRetrainRecipe)
     assert written.no_retrain.max_error_increase is None  # quantize once, no search
-    assert written.no_retrain.config.lam == doc["lam"] and written.no_retrain.calibration == 64
+    config = written.no_retrain.config
+    assert (config.importance, config.lam) == (best["importance"], best["lam"])
+    assert written.no_retrain.calibration == 64
+    # The search sized the file it chose exactly.
+    assert report.final.bytes == best["file_bytes"] == (nr / "model.dcz").stat().st_size
     # The checkpoint's recorded split, its source made explicit.
     assert written.validation == replace(starting_recipe(dense_ckpt).validation, source="train")
     again = tmp_path / "again"

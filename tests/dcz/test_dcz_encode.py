@@ -105,20 +105,25 @@ def test_gap_bits_defaults_and_overrides(lenet5, tmp_path: Path) -> None:
         encode_model(lenet5, tmp_path / "g.dcz", EncodeConfig(**kw), metadata=META)
         return {t.name: t.gap_bits for t in open_dcz(tmp_path / "g.dcz").tensors if t.gap_bits}
 
-    assert gap_bits() == {"conv2.weight": 8, "fc1.weight": 5, "fc2.weight": 5}
-    assert gap_bits(gap_bits=4) == {"conv2.weight": 4, "fc1.weight": 4, "fc2.weight": 4}
-    assert gap_bits(gap_bits={"fc*": 3, "fc2": 6}) == {
+    # A named coder where no key applies: the paper's widths (the default coder, best,
+    # chooses them: tests/dcz/test_dcz_default_coding.py).
+    paper = EncodeConfig("huffman")
+    assert gap_bits(coder="huffman") == {"conv2.weight": 8, "fc1.weight": 5, "fc2.weight": 5}
+    four = {"conv2.weight": 4, "fc1.weight": 4, "fc2.weight": 4}
+    assert gap_bits(coder="huffman", gap_bits=4) == four
+    assert gap_bits(coder="ans", gap_bits=4) == four
+    assert gap_bits(coder="huffman", gap_bits={"fc*": 3, "fc2": 6}) == {
         "conv2.weight": 8, "fc1.weight": 3, "fc2.weight": 6,
     }  # fmt: skip
     with pytest.raises(ConfigError, match="'fc9' matches no layer"):
         gap_bits(gap_bits={"fc9": 3})
     with pytest.raises(ConfigError, match="must be an integer in 1..16"):
         gap_bits(gap_bits={"fc1": "five"})
-    default_size = encode_model(lenet5, tmp_path / "d.dcz", metadata=META).file_bytes
-    auto = gap_bits(gap_bits="auto")
+    paper_size = encode_model(lenet5, tmp_path / "d.dcz", paper, metadata=META).file_bytes
+    auto = gap_bits(coder="huffman", gap_bits="auto")
     assert set(auto) == {"conv2.weight", "fc1.weight", "fc2.weight"}
-    assert (tmp_path / "g.dcz").stat().st_size <= default_size
-    assert gap_bits(gap_bits={"*": 5, "fc1": "auto"})["fc2.weight"] == 5
+    assert (tmp_path / "g.dcz").stat().st_size <= paper_size
+    assert gap_bits(coder="huffman", gap_bits={"*": 5, "fc1": "auto"})["fc2.weight"] == 5
 
 
 def test_same_model_same_bytes(lenet5, tmp_path: Path) -> None:

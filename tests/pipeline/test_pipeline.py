@@ -8,10 +8,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from deep_compression.dcz import decode, open_dcz
 from deep_compression.dcz.summary import summarize
-from deep_compression.errors import ConfigError
+from deep_compression.errors import ConfigError, DeepCompressionError
+from deep_compression.phases import test_error as error_of  # not collected as a test
 from deep_compression.pipeline import STAGE_FILES, compress, copy_final
 from deep_compression.recipe import NoRetrainRecipe, Recipe, load_any_recipe, load_recipe
 from deep_compression.records import RunReport
@@ -175,3 +177,65 @@ def test_shipped_recipes_parse() -> None:
         if path.parent.name == "no-retrain":
             assert isinstance(recipe, NoRetrainRecipe), path
             assert recipe.no_retrain.max_error_increase == 0.1
+
+
+def test_phase_context_says_the_splits_once() -> None:
+    from deep_compression.data import Split
+    from deep_compression.models import make_model
+    from deep_compression.phases import PhaseContext
+
+    torch.manual_seed(0)
+    val = Split(torch.randn(30, 1, 28, 28), torch.randint(0, 10, (30,)))
+    test = Split(torch.randn(20, 1, 28, 28), torch.randint(0, 10, (20,)))
+    model = make_model("lenet-300-100")
+    lines: list[str] = []
+    ctx = PhaseContext(None, val, test, log=lines.append)
+    assert ctx.label == "validation" and PhaseContext(None, test).label == "test"
+    errors = ctx.errors(model)
+    assert list(errors) == ["val_error", "test_error"]  # decisions, then the report's
+    assert errors == {"val_error": error_of(model, val), "test_error": error_of(model, test)}
+    assert PhaseContext(None, test).errors(model, 0.25) == {"test_error": 0.25}
+    ctx.quiet().log("dropped")
+    assert lines == [] and not ctx.quiet().progress
+    with pytest.raises(ConfigError, match="needs a training split"):
+        _ = ctx.training
+    with pytest.raises(ConfigError, match="task must be one of classification"):
+        PhaseContext(None, val, task="language-model")
+
+
+def test_the_final_file_is_checked_and_measured_from_the_bytes_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """encode_phase never reads the file it wrote: the writer's check, the decoded model
+    and the stage files all come from the bytes in memory."""
+    from deep_compression import loading
+    from deep_compression.data import Split
+    from deep_compression.dcz.stages import stage_blobs
+    from deep_compression.encode import EncodeConfig
+    from deep_compression.models import make_model
+    from deep_compression.phases import PhaseContext, encode_phase
+    from deep_compression.phases import encode as encode_module
+    from deep_compression.prune import KeepFraction, prune_
+    from deep_compression.records import CheckpointMeta, ModelSpec
+
+    def no_reading(*_: object, **__: object) -> None:
+        raise AssertionError("the file was read again")
+
+    torch.manual_seed(0)
+    model = make_model("lenet-300-100")
+    prune_(model, {"*": KeepFraction(0.2)})
+    test = Split(torch.randn(40, 1, 28, 28), torch.randint(0, 10, (40,)))
+    meta = CheckpointMeta(ModelSpec("lenet-300-100", {}), test_error=error_of(model, test))
+    monkeypatch.setattr(loading, "open_dcz", no_reading)
+    monkeypatch.setattr(encode_module, "open_dcz", no_reading)
+    path = tmp_path / "m.dcz"
+    ctx = PhaseContext(None, test)
+    outcome = encode_phase(model, path, EncodeConfig(), meta, measure=ctx.errors)
+    assert outcome.test_error == meta.test_error  # the decoded model, measured
+    assert outcome.file.to_bytes() == path.read_bytes()
+    assert outcome.report.file_bytes == path.stat().st_size
+    assert len(stage_blobs(outcome.file)["P+Q+H"]) == path.stat().st_size
+    # A decoded model that disagrees with the model's error is an error.
+    wrong = CheckpointMeta(ModelSpec("lenet-300-100", {}), test_error=meta.test_error + 0.5)
+    with pytest.raises(DeepCompressionError, match="differs from the model's"):
+        encode_phase(model, tmp_path / "w.dcz", EncodeConfig(), wrong, measure=ctx.errors)

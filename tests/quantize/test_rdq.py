@@ -16,6 +16,8 @@ import pytest
 from deep_compression.errors import ConfigError
 from deep_compression.quantize import rdq
 from deep_compression.quantize.kmeans import kmeans_1d
+from deep_compression.quantize.rdq_ecsq import _grid  # the starting grid, tested where it lives
+from deep_compression.quantize.rdq_lloyd import lloyd_weighted
 
 
 def laplace(n: int, seed: int, scale: float = 0.05) -> np.ndarray:
@@ -98,8 +100,8 @@ def test_sorted_path_matches_brute_force_path_with_groups() -> None:
     h = rng.choice([0.0, 0.5, 1.0, 2.0], size=x.size)
     for lam in (1e-4, 1e-3):
         r = rdq.rd_quantize(x, lam, importance=h, max_iter=300)
-        c0 = rdq._grid(x, rdq.initial_step(lam, float(h.mean())), 256, True)
-        c_ref, labels_ref, _ = rdq._lloyd_weighted(x, h, lam, c0, True, 300)
+        c0 = _grid(x, rdq.initial_step(lam, float(h.mean())), 256, True)
+        c_ref, labels_ref, _ = lloyd_weighted(x, h, lam, c0, True, 300)
         np.testing.assert_allclose(np.union1d(r.codebook, [0.0]), c_ref, rtol=1e-9, atol=1e-12)
         np.testing.assert_allclose(r.values(), c_ref[labels_ref], rtol=1e-9, atol=1e-12)
 

@@ -1,7 +1,9 @@
 """Compress to an accuracy budget: the smallest file whose validation error stays within
 ``max_error_increase`` points of the dense model's, with no recipe to write.
 
-:func:`compress_to_budget` (``deep-compression compress CKPT --max-error-increase P``):
+:func:`compress_to_budget` (``deep-compression compress CKPT --max-error-increase P``)
+runs the pipeline (:func:`~deep_compression.pipeline.compress`) with a
+:class:`BudgetPlanner`, the search that chooses the recipe after the dense phase:
 
 1. the dense checkpoint is measured on the validation split: the images it says it held
    out; for a checkpoint that records none (trained elsewhere, maybe on every training
@@ -19,11 +21,10 @@ Every decision compares the candidate with the dense model on the same images
 (:class:`~deep_compression.selection.PairedJudge`): a candidate is kept when its error
 increase is within the budget with ``config.confidence`` (90% by default).
 
-The chosen schedule is written as a recipe (``recipe.toml`` in the run directory): the
-run goes through the same files and ``pipeline.json`` as :func:`~deep_compression.pipeline
-.compress`, which then encodes and reports, and ``compress --recipe recipe.toml CKPT``
-repeats it bit for bit. Every candidate tried is in ``search.json``. The test set is
-measured for the report only.
+The chosen schedule is the run's plan (``recipe.toml``: ``compress --recipe recipe.toml
+CKPT`` repeats it bit for bit); the pipeline saves the pruned and quantized models the
+search made for it, encodes and reports. Every candidate tried is in ``search.json``.
+The test set is measured for the report only.
 """
 
 from __future__ import annotations
@@ -31,40 +32,34 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import replace
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from deep_compression.budget.bits_search import search_bits
+from deep_compression.budget.bits_search import BitsSearch, search_bits
 from deep_compression.budget.config import FINETUNE, RETRAIN, BudgetConfig, Clock, Trial
 from deep_compression.budget.prune_search import PruneSearch, layer_exponents, search_pruning
-from deep_compression.budget.recipe_file import write_recipe, write_search
+from deep_compression.budget.recipe_file import recipe_header, write_search
 from deep_compression.checkpoint import read_meta
-from deep_compression.data import Data, DatasetConfig, ValidationConfig
+from deep_compression.data import DatasetConfig, ValidationConfig
 from deep_compression.encode import EncodeConfig
 from deep_compression.errors import ConfigError
-from deep_compression.loading import load_model
 from deep_compression.phases import Log, PruneOutcome
-from deep_compression.pipeline import (
-    base_meta,
-    compress,
-    describe_source,
-    phase_digests,
-    split_data,
-)
-from deep_compression.pipeline.state import RunState
-from deep_compression.pipeline.steps import Run, dense_step, save_pruned, save_quantized
+from deep_compression.pipeline import Given, Plan, Run, compress
+from deep_compression.pipeline.plan import load_plan
 from deep_compression.progress import log as default_log
 from deep_compression.prune import NoPruning, PruneRound, PruneSchedule, sparsity_report
 from deep_compression.quantize import QuantizeConfig
-from deep_compression.recipe import Recipe, digest
-from deep_compression.records import RunReport
+from deep_compression.recipe import Recipe
+from deep_compression.records import RunReport, SearchSummary
 from deep_compression.selection import PairedJudge
 from deep_compression.train import TrainConfig, evaluate
 
-__all__ = ["BudgetConfig", "Trial", "compress_to_budget", "starting_recipe"]
+__all__ = ["BudgetConfig", "BudgetPlanner", "Trial", "compress_to_budget", "starting_recipe"]
 
 _KEEP_ALL = PruneSchedule(rounds=(PruneRound({"*": NoPruning()}, {"epochs": 0}),))
 
@@ -104,15 +99,24 @@ def starting_recipe(
             validation = ValidationConfig.from_value(recorded)
         else:
             validation = ValidationConfig()
-            log(f"[budget] {checkpoint} does not record the images it held out, so it may "
+            log(
+                f"[budget] {checkpoint} does not record the images it held out, so it may "
                 "have seen every training image: decisions go to the dataset's val/ or to "
                 "one seeded half of the test set, the report to the other half (--val-from "
-                "train if the model never saw some training images)")  # fmt: skip
+                "train if the model never saw some training images)"
+            )
     if not validation.enabled:
         raise ConfigError("compressing to a budget needs a validation split (--val-size > 0)")
-    return Recipe(model=spec, model_args=args, dataset=dataset, validation=validation, seed=seed,
-                  prune=_KEEP_ALL, quantize=QuantizeConfig(),
-                  encode=EncodeConfig(coder="best", gap_bits={"*": "auto"}))  # fmt: skip
+    return Recipe(
+        model=spec,
+        model_args=args,
+        dataset=dataset,
+        validation=validation,
+        seed=seed,
+        prune=_KEEP_ALL,
+        quantize=QuantizeConfig(),
+        encode=EncodeConfig(),  # the smallest coding: coder "best", every gap width "auto"
+    )
 
 
 def _plan(config: BudgetConfig, epoch_s: float, n_layers: int) -> BudgetConfig:
@@ -134,23 +138,112 @@ def _plan(config: BudgetConfig, epoch_s: float, n_layers: int) -> BudgetConfig:
 
 
 def _settings(
-    config: BudgetConfig, data: Data, dense: nn.Module, retrain: TrainConfig, finetune: TrainConfig
+    config: BudgetConfig, run: Run, dense: nn.Module, retrain: TrainConfig, finetune: TrainConfig
 ) -> tuple[BudgetConfig, TrainConfig, TrainConfig]:
     """The epochs planned for the time budget (one epoch's time estimated from an
     evaluation pass: training costs about three), and the retraining and fine-tuning
     configs with the search's epochs, seed and augmentation."""
-    assert data.val is not None
-    t0 = time.perf_counter()
-    evaluate(dense, data.val)
-    epoch_s = 3 * (time.perf_counter() - t0) * len(data.train) / len(data.val)
-    config = _plan(config, epoch_s, len(sparsity_report(dense).layers))
-    shape = data.info.input_shape
+    if config.max_minutes is not None:
+        t0 = time.perf_counter()
+        evaluate(dense, run.ctx.eval)
+        epoch_s = 3 * (time.perf_counter() - t0) * len(run.ctx.training) / len(run.ctx.eval)
+        config = _plan(config, epoch_s, len(sparsity_report(dense).layers))
+    shape = (run.base.preprocessing or {}).get("input_shape", ())
     augment = config.augment
     if augment is None:
         augment = 1 if len(shape) == 3 and min(shape[1:]) >= 8 else 0
     retrain = replace(retrain, epochs=config.round_epochs, seed=config.seed, augment=augment)
     finetune = replace(finetune, epochs=config.finetune_epochs, seed=config.seed)
     return config, retrain, finetune
+
+
+@dataclass
+class BudgetPlanner:
+    """The budget search as a planner of :func:`~deep_compression.pipeline.compress`.
+
+    Attributes:
+        config: the budget and the search's settings.
+        retrain, finetune: the retraining after each pruning round and the centroid
+            fine-tuning; their epochs and seeds are the search's (``config``).
+    """
+
+    config: BudgetConfig
+    retrain: TrainConfig = RETRAIN
+    finetune: TrainConfig = FINETUNE
+    kind: str = "budget"
+
+    def settings(self) -> Mapping[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "retrain": self.retrain.to_dict(),
+            "finetune": self.finetune.to_dict(),
+        }
+
+    def plan(self, run: Run, dense: nn.Module) -> Plan:
+        """Search the pruning schedule and the bit widths on ``run``'s validation split."""
+        recipe, ctx = run.recipe, run.ctx
+        assert isinstance(recipe, Recipe) and ctx.test is not None, "a validation split"
+        clock = Clock(self.config.max_minutes)
+        judge = _judge(dense, run, self.config)
+        reference = run.dense_reference()["val"]  # as the dense phase measured it
+        dense_val = 1.0 - int(np.count_nonzero(~reference)) / max(1, reference.size)
+        trials: list[Trial] = []
+        config, retrain, finetune = _settings(self.config, run, dense, self.retrain, self.finetune)
+        n_layers = len(sparsity_report(dense).layers)
+        # The scan takes at most a tenth of a time budget (one evaluation per layer).
+        scan_s = 0.1 * 60 * config.max_minutes if config.max_minutes else math.inf
+        delta = max(0.01, 0.2 * dense_val)
+        exponents = layer_exponents(dense, ctx.eval, delta, trials, clock, max_seconds=scan_s)
+        shown = ", ".join(f"{n} {a:.2f}" for n, a in exponents.items())
+        ctx.log(f"[budget] pruning exponents {shown}")
+
+        def reserve(epoch: float) -> float:
+            quantize = (len(config.bits) + n_layers + 2) * (config.finetune_epochs + 0.5)
+            return epoch * (config.polish_epochs + 0.5 + quantize)
+
+        t_prune = clock.elapsed()
+        found = search_pruning(
+            dense, ctx, judge, exponents, retrain, config, clock, trials, reserve=reserve
+        )
+        pruned = _outcome(found, clock.elapsed() - t_prune)
+        bits = search_bits(found.model, ctx, judge, finetune, config, clock, trials)
+        measured = [(v["n"], v["increase"], v["high"]) for t in trials if (v := t.verdict)]
+        judge.warn_if_underpowered(measured, ctx.log)
+        chosen = replace(recipe, prune=found.schedule, quantize=bits.config)
+        numbers = {
+            "dense_val_error": dense_val,
+            "kept_fraction": pruned.sparsity.kept_fraction,
+            "pruned_val_error": found.val_error,
+            "quantized_val_error": bits.outcome.test_error,
+        }
+        limit = dense_val + config.max_error_increase / 100
+        write_search(run.run_dir / "search.json", config, limit, numbers, trials, clock.elapsed())
+        plan_path = str(run.run_dir / "recipe.toml")
+        header = recipe_header(chosen, config, numbers, checkpoint=run.checkpoint, path=plan_path)
+        return Plan(
+            chosen,
+            self._summary(trials, clock.elapsed(), pruned, bits),
+            header,
+            {"pruned": Given(found.model, pruned), "quantized": Given(bits.model, bits.outcome)},
+        )
+
+    def _summary(
+        self, trials: list[Trial], seconds: float, pruned: PruneOutcome, bits: BitsSearch
+    ) -> SearchSummary:
+        widths = sorted(set(bits.config.bits.values()))
+        chosen = (
+            f"{100 * pruned.sparsity.kept_fraction:.2f}% of the weights kept, "
+            f"{'/'.join(map(str, widths))}-bit codebooks"
+        )
+        decided = sum(1 for t in trials if t.stage in ("prune", "bits"))
+        return SearchSummary(
+            self.kind,
+            self.config.max_error_increase,
+            self.config.confidence,
+            decided,
+            round(seconds, 1),
+            chosen,
+        )
 
 
 def compress_to_budget(
@@ -161,6 +254,7 @@ def compress_to_budget(
     *,
     data_dir: str | os.PathLike[str] | None = None,
     force: bool = False,
+    restart: bool = False,
     allow_code: bool = False,
     progress: bool = False,
     log: Log = default_log,
@@ -168,7 +262,10 @@ def compress_to_budget(
     finetune: TrainConfig = FINETUNE,
 ) -> tuple[RunReport, Recipe]:
     """Search the schedule, bits and coding for ``checkpoint`` within ``config``'s budget
-    and write the run (files, ``report.*``, ``recipe.toml``, ``search.json``) to ``run_dir``.
+    and run the recipe chosen into ``run_dir`` (files, ``report.*``, ``recipe.toml``,
+    ``search.json``): :func:`~deep_compression.pipeline.compress` with a
+    :class:`BudgetPlanner`, so ``run_dir`` resumes, and takes ``force`` and
+    ``restart``, as any run does.
 
     Args:
         recipe: the starting point (:func:`starting_recipe`, or a recipe the user gave).
@@ -182,66 +279,46 @@ def compress_to_budget(
         The report and the recipe chosen (the recipe replays the run exactly).
 
     Raises:
-        ConfigError: ``run_dir`` holds a run and ``force`` is not given; bad settings.
+        ConfigError: ``run_dir`` holds another run and neither ``force`` nor ``restart``
+            is given; bad settings.
     """
     if recipe.shrink is not None:  # the search starts from the dense network
         raise ConfigError("the budget search does not run a [shrink] table yet: remove it")
-    clock = Clock(config.max_minutes)
-    run_dir, ckpt = Path(run_dir), Path(checkpoint)
-    if (run_dir / "pipeline.json").exists() and not force:
-        raise ConfigError(f"{run_dir} holds a run; pass --force to replace it or another --out-dir")
-    source, ckpt_meta = describe_source(recipe, ckpt)
-    data, resolved = split_data(recipe, ckpt_meta, from_checkpoint=True, data_dir=data_dir,
-                                allow_code=allow_code, log=log)  # fmt: skip
-    assert isinstance(resolved, Recipe) and data.val is not None
-    recipe = resolved
-    run_dir.mkdir(parents=True, exist_ok=True)
-    run = Run(recipe, run_dir, data.train, data.val, data.test,
-              base_meta(recipe, ckpt_meta, data.info.preprocessing),
-              phase_digests(recipe, source), progress, log, allow_code)  # fmt: skip
-    records = {"dense": dense_step(run, ckpt)}
-    dense, _ = load_model(run.file("dense"), allow_code=allow_code)
-    limit = records["dense"]["val_error"] + config.max_error_increase / 100
-    judge = _judge(dense, data, config, recipe.validation.seed, log)
-    trials: list[Trial] = []
-    config, retrain, finetune = _settings(config, data, dense, retrain, finetune)
-    n_layers = len(sparsity_report(dense).layers)
-    delta = max(0.01, 0.2 * records["dense"]["val_error"])
-    # The scan takes at most a tenth of a time budget (one evaluation per layer).
-    scan_s = 0.1 * 60 * config.max_minutes if config.max_minutes else math.inf
-    exponents = layer_exponents(dense, data.val, delta, trials, clock, max_seconds=scan_s)
-    log("[budget] pruning exponents " + ", ".join(f"{n} {a:.2f}" for n, a in exponents.items()))
-
-    def reserve(epoch: float) -> float:
-        quantize = (len(config.bits) + n_layers + 2) * (config.finetune_epochs + 0.5)
-        return epoch * (config.polish_epochs + 0.5 + quantize)
-
-    t_prune = clock.elapsed()
-    found = search_pruning(dense, data.train, data.val, judge, exponents, retrain, config, clock,
-                           trials, reserve=reserve, progress=progress, log=log)  # fmt: skip
-    records["pruned"] = save_pruned(run, found.model, _outcome(found, clock.elapsed() - t_prune))
-    _, pruned_meta = load_model(run.file("pruned"), allow_code=allow_code)
-    bits = search_bits(found.model, data.train, data.val, judge, finetune, config, clock, trials,
-                       log=log)  # fmt: skip
-    records["quantized"] = save_quantized(run, bits.model, pruned_meta, bits.outcome)
-    chosen = replace(recipe, prune=found.schedule, quantize=bits.config)
-    _record_state(run_dir, chosen, source, records)
-    write_recipe(run_dir / "recipe.toml", chosen, config, records, checkpoint=ckpt)
-    report = compress(chosen, run_dir, checkpoint=ckpt, data_dir=data_dir, allow_code=allow_code,
-                      progress=progress, log=log)  # fmt: skip
-    judge.warn_if_underpowered([(v["n"], v["increase"], v["high"]) for t in trials
-                                if (v := t.verdict)], log)  # fmt: skip
-    write_search(run_dir / "search.json", config, limit, records, trials, clock.elapsed())
+    planner = BudgetPlanner(config, retrain, finetune)
+    report = compress(
+        recipe,
+        run_dir,
+        checkpoint=checkpoint,
+        planner=planner,
+        data_dir=data_dir,
+        restart=restart,
+        force=force,
+        allow_code=allow_code,
+        progress=progress,
+        log=log,
+    )
+    chosen = load_plan(Path(run_dir), Recipe)
+    assert isinstance(chosen, Recipe)
     return report, chosen
 
 
-def _judge(dense: nn.Module, data: Data, config: BudgetConfig, seed: int, log: Log) -> PairedJudge:
+def _judge(dense: nn.Module, run: Run, config: BudgetConfig) -> PairedJudge:
     """The judge of every decision: the dense model's errors on the validation images,
-    decoded into memory once."""
-    judge = PairedJudge(dense, data.val, config.max_error_increase, config.confidence, seed=seed)
-    log(f"[budget] dense validation error {judge.reference_error:.2f}% on {judge.images:,} "
+    measured once (by the dense phase of the run)."""
+    val = run.ctx.eval
+    judge = PairedJudge(
+        dense,
+        val,
+        config.max_error_increase,
+        config.confidence,
+        seed=run.recipe.validation.seed,
+        reference_errors=run.dense_reference()["val"],
+    )
+    run.ctx.log(
+        f"[budget] dense validation error {judge.reference_error:.2f}% on {judge.images:,} "
         f"images: a candidate is kept when its increase, paired image by image, is within "
-        f"{config.max_error_increase} points with {100 * config.confidence:g}% confidence")
+        f"{config.max_error_increase} points with {100 * config.confidence:g}% confidence"
+    )
     return judge
 
 
@@ -256,14 +333,3 @@ def _outcome(found: PruneSearch, seconds: float) -> PruneOutcome:
         dropout=found.results[-1].dropout if found.results else {},
         seconds=seconds,
     )
-
-
-def _record_state(
-    run_dir: Path, recipe: Recipe, source: str, records: dict[str, dict[str, Any]]
-) -> None:
-    """``pipeline.json`` as :func:`compress` would have written it for ``recipe``, so it
-    reuses the phases the search ran and only encodes."""
-    digests = phase_digests(recipe, source)
-    state = RunState(run_dir / "pipeline.json", digest(source, recipe.digest()))
-    for phase in ("dense", "pruned", "quantized"):
-        state.record(phase, digests[phase], records[phase])

@@ -9,22 +9,19 @@ pruned model, so the chosen candidate *is* what replaying its config gives.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from torch import nn
-from torch.utils.data import Dataset
 
 from deep_compression.budget.config import BudgetConfig, Clock, Trial
 from deep_compression.budget.prune_search import Judge, describe
-from deep_compression.phases import QuantizeOutcome, quantize_phase
+from deep_compression.phases import PhaseContext, QuantizeOutcome, quantize_phase
 from deep_compression.prune import prunable_layers, sparsity_report
 from deep_compression.quantize import QuantizeConfig
 from deep_compression.train import TrainConfig
 
 __all__ = ["BitsSearch", "search_bits"]
-
-Log = Callable[[str], None]
 
 
 @dataclass
@@ -43,20 +40,19 @@ def _has_batchnorm(model: nn.Module) -> bool:
 
 def search_bits(
     pruned: nn.Module,
-    train: Dataset,
-    val: Dataset,
+    ctx: PhaseContext,
     judge: Judge,
     finetune: TrainConfig,
     config: BudgetConfig,
     clock: Clock,
     trials: list[Trial],
-    *,
-    log: Log = print,
 ) -> BitsSearch:
     """The fewest bits per layer whose quantized ``pruned`` model (unchanged) ``judge``
     finds within the budget.
 
     Args:
+        ctx: fine-tuning on ``ctx.train``, errors on ``ctx.eval`` (the validation
+            split); its log gets one line per candidate.
         judge: ``model -> Verdict`` (see :func:`~.prune_search.search_pruning`).
         finetune: centroid fine-tuning of every candidate.
     """
@@ -65,18 +61,19 @@ def search_bits(
     # BatchNorm statistics are measured again on the quantized network (100 batches).
     bn = 100 if _has_batchnorm(pruned) else 0
     last_s = 0.0  # seconds of the latest candidate: the next one must fit in the time left
+    quiet, log = ctx.quiet(), ctx.log
 
     def attempt(bits: Mapping[str, int], stage: str) -> tuple[float, BitsSearch]:
         nonlocal last_s
         t0 = clock.elapsed()
         qc = QuantizeConfig(bits=dict(bits), finetune=finetune, float16=True, bn_batches=bn)
         model = copy.deepcopy(pruned)
-        outcome = quantize_phase(model, qc, train, val, progress=False, log=lambda _: None)
+        outcome = quantize_phase(model, qc, quiet)
         err = outcome.test_error
         verdict = judge(model)
         ok = verdict.accepted
-        trials.append(Trial(stage, {"bits": dict(bits)}, err, ok, clock.elapsed(),
-                            verdict.to_dict()))  # fmt: skip
+        params = {"bits": dict(bits)}
+        trials.append(Trial(stage, params, err, ok, clock.elapsed(), verdict.to_dict()))
         last_s = clock.elapsed() - t0
         shown = ", ".join(f"{n} {b}" for n, b in bits.items())
         log(f"[budget] bits {shown}: validation error {100 * err:.2f}% ({describe(verdict)})")

@@ -30,6 +30,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from deep_compression.budget.config import BudgetConfig, Clock, Trial
+from deep_compression.phases import PhaseContext
 from deep_compression.prune import (
     KeepFraction,
     NoPruning,
@@ -50,7 +51,6 @@ SENSITIVITY_KEEP = 0.5
 MIN_EXPONENT = 0.1  # every layer is pruned at least a little as the others go down
 MIN_KEEP = 0.002  # no layer keeps less than 0.2% of its weights
 
-Log = Callable[[str], None]
 Judge = Callable[[nn.Module], Verdict]
 
 
@@ -98,8 +98,8 @@ def layer_exponents(
         prune_(trial, {"*": NoPruning(), name: KeepFraction(SENSITIVITY_KEEP)})
         err = _error(trial, val)
         ok = err - base <= delta
-        trials.append(Trial("sensitivity", {"layer": name, "keep": SENSITIVITY_KEEP}, err, ok,
-                            clock.elapsed()))  # fmt: skip
+        params = {"layer": name, "keep": SENSITIVITY_KEEP}
+        trials.append(Trial("sensitivity", params, err, ok, clock.elapsed()))
         if not ok:
             fragile.add(name)
     sizes = {name: max(2, layer.weight.numel()) for name, layer in layers.items()}
@@ -129,27 +129,27 @@ class PruneSearch:
 
 
 def _try_round(
-    state: nn.Module,
-    dense: nn.Module,
-    schedule: PruneSchedule,
-    train: Dataset,
-    val: Dataset,
-    progress: bool,
+    state: nn.Module, dense: nn.Module, schedule: PruneSchedule, ctx: PhaseContext
 ) -> tuple[nn.Module, RoundResult]:
     """The last round of ``schedule`` on a copy of ``state`` (the state after the rounds
-    before it)."""
+    before it), retrained on ``ctx.train`` and measured on ``ctx.eval``."""
     trial = copy.deepcopy(state)
     n = len(schedule.rounds)
     [result] = run_schedule(
-        trial, schedule, train, val, progress=progress, start=n - 1, reference=dense
+        trial,
+        schedule,
+        ctx.training,
+        ctx.eval,
+        progress=ctx.progress,
+        start=n - 1,
+        reference=dense,
     )
     return trial, result
 
 
 def search_pruning(
     model: nn.Module,
-    train: Dataset,
-    val: Dataset,
+    ctx: PhaseContext,
     judge: Judge,
     exponents: Mapping[str, float],
     retrain: TrainConfig,
@@ -158,22 +158,23 @@ def search_pruning(
     trials: list[Trial],
     *,
     reserve: Callable[[float], float],
-    progress: bool = False,
-    log: Log = print,
 ) -> PruneSearch:
     """Prune ``model`` (dense, unchanged) in rounds while ``judge`` finds the model after
     retraining within the budget.
 
     Args:
+        ctx: retraining on ``ctx.train``, errors on ``ctx.eval`` (the validation split),
+            progress and log lines.
         judge: ``model -> Verdict`` (a :class:`~deep_compression.selection.PairedJudge`
             holding the dense model's errors on ``val``).
         retrain: every round's retraining (``epochs`` = ``config.round_epochs``).
         reserve: seconds to keep for what follows, given the seconds of one epoch.
     """
     base = PruneSchedule(rounds=(_round(exponents, 1.0),), retrain=retrain)
+    log = ctx.log
     accepted: list[PruneRound] = []
     results: list[RoundResult] = []
-    state, error = model, _error(model, val)
+    state, error = model, _error(model, ctx.eval)
     s_done, step, s = 1.0, config.step, config.first_keep
     epoch_s = 0.0
     while len(accepted) < config.max_rounds:
@@ -183,16 +184,19 @@ def search_pruning(
             break
         candidate = _round(exponents, s)
         schedule = replace(base, rounds=(*accepted, candidate))
-        trial, result = _try_round(state, model, schedule, train, val, progress)
+        trial, result = _try_round(state, model, schedule, ctx)
         epoch_s = result.seconds / max(1, retrain.epochs + 0.5)
         err = 1.0 - result.accuracy_retrained
         verdict = judge(trial)
         ok = verdict.accepted
         keeps = result.report.kept_fractions()
-        trials.append(Trial("prune", {"s": s, "kept": keeps}, err, ok, clock.elapsed(),
-                            verdict.to_dict()))  # fmt: skip
-        log(f"[budget] round {len(accepted) + 1}: kept {100 * result.report.kept_fraction:.2f}%"
-            f" -> validation error {100 * err:.2f}% ({describe(verdict)})")  # fmt: skip
+        params = {"s": s, "kept": keeps}
+        trials.append(Trial("prune", params, err, ok, clock.elapsed(), verdict.to_dict()))
+        kept = 100 * result.report.kept_fraction
+        log(
+            f"[budget] round {len(accepted) + 1}: kept {kept:.2f}% -> validation error "
+            f"{100 * err:.2f}% ({describe(verdict)})"
+        )
         if ok:
             accepted.append(candidate)
             results.append(result)
@@ -203,36 +207,31 @@ def search_pruning(
         if step > config.min_step:
             break
         s = s_done * step
-    return _polish(state, model, base, accepted, results, error, train, val, config, trials,
-                   clock, progress, log)  # fmt: skip
+    if not accepted:  # not even the first round fits: keep every weight
+        none = PruneRound({"*": NoPruning()}, {"epochs": 0})
+        return PruneSearch(replace(base, rounds=(none,)), copy.deepcopy(model), [], error)
+    found = PruneSearch(replace(base, rounds=tuple(accepted)), state, results, error)
+    return _polish(found, model, ctx, config, trials, clock)
 
 
 def _polish(
-    state: nn.Module,
+    found: PruneSearch,
     dense: nn.Module,
-    base: PruneSchedule,
-    accepted: list[PruneRound],
-    results: list[RoundResult],
-    error: float,
-    train: Dataset,
-    val: Dataset,
+    ctx: PhaseContext,
     config: BudgetConfig,
     trials: list[Trial],
     clock: Clock,
-    progress: bool,
-    log: Log,
 ) -> PruneSearch:
     """Retrain longer at the chosen sparsity (the last round again, which prunes nothing
-    more): the extra accuracy is margin for quantization."""
-    if not accepted:  # not even the first round fits: keep every weight
-        none = PruneRound({"*": NoPruning()}, {"epochs": 0})
-        return PruneSearch(replace(base, rounds=(none,)), copy.deepcopy(dense), [], error)
+    more): the extra accuracy is margin for quantization. ``found``: the rounds accepted
+    (its schedule) and the state they left."""
+    accepted = found.schedule.rounds
     if config.polish_epochs == 0:
-        return PruneSearch(replace(base, rounds=tuple(accepted)), state, results, error)
+        return found
     polish = PruneRound(accepted[-1].criteria, {"epochs": config.polish_epochs})
-    schedule = replace(base, rounds=(*accepted, polish))
-    trial, result = _try_round(state, dense, schedule, train, val, progress)
+    schedule = replace(found.schedule, rounds=(*accepted, polish))
+    trial, result = _try_round(found.model, dense, schedule, ctx)
     err = 1.0 - result.accuracy_retrained
     trials.append(Trial("polish", {"epochs": config.polish_epochs}, err, True, clock.elapsed()))
-    log(f"[budget] {config.polish_epochs} more epochs at that sparsity: {100 * err:.2f}%")
-    return PruneSearch(schedule, trial, [*results, result], err)
+    ctx.log(f"[budget] {config.polish_epochs} more epochs at that sparsity: {100 * err:.2f}%")
+    return PruneSearch(schedule, trial, [*found.results, result], err)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from deep_compression.cli._common import (
     add_data_args,
@@ -21,10 +20,13 @@ from deep_compression.cli._common import (
     positive_float,
     progress_enabled,
     setup_threads,
-    validation_of,
 )
 from deep_compression.errors import ConfigError
 from deep_compression.fileio import check_output
+
+if TYPE_CHECKING:  # imported when a command runs (the CLI starts without torch)
+    from deep_compression.recipe import NoRetrainRecipe, Recipe
+    from deep_compression.records import RunReport
 
 # The thresholds s (x std) of the sensitivity curves drawn with every run.
 _SENSITIVITY_THRESHOLDS = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
@@ -57,18 +59,25 @@ def _add_budget_args(c: argparse.ArgumentParser) -> None:
         "split)",
     )
     b.add_argument(
-        "--confidence", type=positive_float, default=None, metavar="C",
+        "--confidence",
+        type=positive_float,
+        default=None,
+        metavar="C",
         help="keep a candidate only when its error increase over the dense model, paired on "
         "the same validation images, is within the budget with this confidence (0.9)",
-    )  # fmt: skip
+    )
     b.add_argument(
         "--max-minutes",
         type=positive_float,
         metavar="M",
         help="wall-time budget of the search: fewer epochs per step, pruning stops early",
     )
-    b.add_argument("--seed", type=nonnegative_int, default=None, help="seed of the search's "
-                   "retraining (default: the recipe's, else 0)")  # fmt: skip
+    b.add_argument(
+        "--seed",
+        type=nonnegative_int,
+        default=None,
+        help="seed of the search's retraining (default: the recipe's, else 0)",
+    )
     b.add_argument(
         "--model",
         metavar="SPEC",
@@ -170,7 +179,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     r.set_defaults(func=run_report)
 
 
-def _print_report(report, run_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def _print_report(report: RunReport, run_dir: Path) -> None:
     from deep_compression.report.markdown import report_markdown
 
     print()
@@ -178,16 +187,20 @@ def _print_report(report, run_dir: Path) -> None:  # type: ignore[no-untyped-def
     print(f"report: {run_dir / 'report.md'} and report.json")
 
 
-def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code: bool) -> None:  # type: ignore[no-untyped-def]
-    """Load the run's three checkpoints (and the test data for the sensitivity curves)
-    and draw every plot into ``run_dir/plots``."""
+def _write_plots(
+    run_dir: Path, report: RunReport, data_dir: str | None, sensitivity: bool, allow_code: bool
+) -> None:
+    """Load the run's checkpoints (and the test data for the sensitivity curves) and
+    draw every plot into ``run_dir/plots``; a run without retraining has no pruned one."""
     from deep_compression.data import ValidationConfig, carve_validation, load_data
     from deep_compression.loading import load_model
     from deep_compression.prune.sensitivity import sensitivity_analysis, write_csv
     from deep_compression.report.plots import write_run_plots
 
     dense, _ = load_model(run_dir / "dense.safetensors", allow_code=allow_code)
-    pruned, _ = load_model(run_dir / "pruned.safetensors", allow_code=allow_code)
+    pruned = None
+    if (run_dir / "pruned.safetensors").is_file():
+        pruned, _ = load_model(run_dir / "pruned.safetensors", allow_code=allow_code)
     quantized, meta = load_model(run_dir / "quantized.safetensors", allow_code=allow_code)
     result = None
     if sensitivity:
@@ -213,11 +226,24 @@ def _write_plots(run_dir: Path, report, data_dir, sensitivity: bool, allow_code:
     print(f"plots: {', '.join(str(p) for p in paths)}")
 
 
-def run_compress(args: argparse.Namespace) -> int:
-    from deep_compression.pipeline import compress, copy_final
-    from deep_compression.recipe import NoRetrainRecipe, load_any_recipe
+# The options of a search (a recipe says them otherwise).
+_SEARCH_OPTIONS = (
+    "no_retrain",
+    "max_minutes",
+    "model",
+    "model_arg",
+    "dataset",
+    "val_size",
+    "val_from",
+    "seed",
+    "confidence",
+)
 
-    setup_threads(args.threads)
+
+def _check_flags(args: argparse.Namespace, recipe: Recipe | NoRetrainRecipe | None) -> Path | None:
+    """The checkpoint, after the checks of the flags that go together (before any work)."""
+    from deep_compression.recipe import NoRetrainRecipe
+
     if args.checkpoint and args.checkpoint_opt:
         raise ConfigError("give the checkpoint once (positional or --checkpoint)")
     checkpoint = args.checkpoint or args.checkpoint_opt
@@ -226,160 +252,63 @@ def run_compress(args: argparse.Namespace) -> int:
     budget = args.max_error_increase is not None
     if budget and args.train:
         raise ConfigError("--max-error-increase starts from a dense CHECKPOINT, not --train")
-    recipe = load_any_recipe(args.recipe) if args.recipe is not None else None
-    no_retrain = args.no_retrain or (not budget and isinstance(recipe, NoRetrainRecipe))
-    if args.calibration is not None and not no_retrain:
-        raise ConfigError("--calibration goes with --no-retrain (or a [no_retrain] recipe)")
-    if isinstance(recipe, NoRetrainRecipe) and budget and not args.no_retrain:
-        raise ConfigError(f"{args.recipe} is a [no_retrain] recipe: add --no-retrain, or drop "
-                          "--max-error-increase to run the recipe as it is")  # fmt: skip
-    if no_retrain and checkpoint is None:
-        raise ConfigError("compression without retraining starts from a trained CHECKPOINT")
     if not budget:
-        if args.no_retrain:
-            raise ConfigError("--no-retrain goes with --max-error-increase P")
-        options = ("max_minutes", "model", "dataset", "val_size", "val_from", "seed",
-                   "confidence")  # fmt: skip
-        extra = [f for f in options if getattr(args, f) is not None]
-        extra += ["model_arg"] if args.model_arg else []
+        extra = [f for f in _SEARCH_OPTIONS if getattr(args, f) not in (None, False, [])]
         if extra:
-            raise ConfigError(f"--{extra[0].replace('_', '-')} goes with --max-error-increase "
-                              "(a recipe says it otherwise)")  # fmt: skip
-        if args.recipe is None:
+            flag = extra[0].replace("_", "-")
+            raise ConfigError(
+                f"--{flag} goes with --max-error-increase P (a recipe says it otherwise)"
+            )
+        if recipe is None:
             raise ConfigError("give --recipe, or --max-error-increase to search one")
+    nr_recipe = isinstance(recipe, NoRetrainRecipe)
+    if args.calibration is not None and not (args.no_retrain or (nr_recipe and not budget)):
+        raise ConfigError("--calibration goes with --no-retrain (or a [no_retrain] recipe)")
+    if nr_recipe and budget and not args.no_retrain:
+        raise ConfigError(
+            f"{args.recipe} is a [no_retrain] recipe: add --no-retrain, or drop "
+            "--max-error-increase to run the recipe as it is"
+        )
+    return checkpoint
+
+
+def run_compress(args: argparse.Namespace) -> int:
+    from deep_compression.cli.plan import what_to_run
+    from deep_compression.pipeline import compress, copy_final
+    from deep_compression.recipe import NoRetrainRecipe, load_any_recipe
+
+    setup_threads(args.threads)
+    recipe = load_any_recipe(args.recipe) if args.recipe is not None else None
+    checkpoint = _check_flags(args, recipe)
     out = check_out(args, ".dcz")
     if out is not None:  # copy_final writes the report beside the file
         for suffix in (".report.json", ".report.md"):
             check_output(out.with_name(out.stem + suffix), force=args.force, what="--out")
-    if no_retrain:
-        return _run_no_retrain(args, checkpoint, out, recipe)
-    if budget:
-        report, run_dir = _run_budget(args, checkpoint)
-    else:
-        assert recipe is not None and not isinstance(recipe, NoRetrainRecipe)
-        run_dir = args.out_dir or Path("runs") / "compress" / args.recipe.stem
-        report = compress(
-            recipe,
-            run_dir,
-            checkpoint=checkpoint,
-            data_dir=args.data_dir,
-            restart=args.restart,
-            force=args.force,
-            allow_code=args.allow_code,
-            progress=progress_enabled(),
-        )
+    start, planner, name = what_to_run(args, checkpoint, recipe)
+    run_dir = args.out_dir or Path("runs") / "compress" / name
+    allow_code = args.allow_code or args.model is not None  # --model names the code
+    report = compress(
+        start,
+        run_dir,
+        checkpoint=checkpoint,
+        planner=planner,
+        data_dir=args.data_dir,
+        restart=args.restart,
+        force=args.force,
+        allow_code=allow_code,
+        progress=progress_enabled(),
+    )
     if not args.no_plots:
-        _write_plots(run_dir, report, args.data_dir, True, args.allow_code)
+        # Without retraining (compute is scarce) the sensitivity curves, an evaluation per
+        # layer and threshold, are left to `deep-compression report DIR`.
+        curves = not isinstance(start, NoRetrainRecipe)
+        _write_plots(run_dir, report, args.data_dir, curves, allow_code)
     _print_report(report, run_dir)
-    if budget:
+    if planner is not None:
         print(f"chosen recipe: {run_dir / 'recipe.toml'}; every candidate: search.json")
     if out is not None:
         print(f"copied the final file to {copy_final(run_dir, out)}")
     return 0
-
-
-def _run_no_retrain(args: argparse.Namespace, checkpoint: Path, out: Path | None,
-                    recipe: Any) -> int:  # fmt: skip
-    """``--no-retrain --max-error-increase P`` (a ``[no_retrain]`` recipe gives the other
-    settings), or a ``[no_retrain]`` recipe run as it is."""
-    from deep_compression.budget.no_retrain_run import compress_no_retrain
-    from deep_compression.no_retrain.config import (
-        CALIBRATION_IMAGES,
-        DEFAULT_CONFIDENCE,
-        NoRetrainConfig,
-        NoRetrainPlan,
-    )
-    from deep_compression.pipeline import copy_final
-    from deep_compression.recipe import NoRetrainRecipe
-
-    if args.no_retrain:  # the search: the checkpoint, options and recipe give the rest
-        start = _starting_recipe(args, checkpoint)
-        given = recipe if isinstance(recipe, NoRetrainRecipe) else None
-        base = given.no_retrain if given else None
-        calibration = args.calibration if args.calibration is not None else (
-            base.calibration if base else CALIBRATION_IMAGES)  # fmt: skip
-        confidence = args.confidence or (base.confidence if base else DEFAULT_CONFIDENCE)
-        plan = NoRetrainPlan(base.config if base else NoRetrainConfig(),
-                             args.max_error_increase, calibration,
-                             lam_given=bool(base and base.lam_given),
-                             confidence=confidence)  # fmt: skip
-        recipe = NoRetrainRecipe(
-            start.model, plan, dataset=start.dataset, model_args=start.model_args,
-            seed=start.seed, validation=start.validation,
-            **({"encode": given.encode} if given else {}),
-        )  # fmt: skip
-        name = f"{Path(checkpoint).stem}-no-retrain{args.max_error_increase:g}"
-    else:
-        if args.calibration is not None:
-            recipe = replace(
-                recipe, no_retrain=replace(recipe.no_retrain, calibration=args.calibration)
-            )
-        name = Path(args.recipe).stem
-    run_dir = args.out_dir or Path("runs") / "compress" / name
-    compress_no_retrain(recipe, checkpoint, run_dir, data_dir=args.data_dir,
-                        force=args.force or args.restart,
-                        allow_code=args.allow_code or args.model is not None)  # fmt: skip
-    print()
-    print((run_dir / "report.md").read_text())
-    print(f"chosen setting as a recipe: {run_dir / 'recipe.toml'}")
-    if out is not None:
-        print(f"copied the final file to {copy_final(run_dir, out)}")
-    return 0
-
-
-def _starting_recipe(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
-    """Model, dataset, validation split and seed of a budget run: the options, else the
-    ``--recipe``, else what the checkpoint says."""
-    from deep_compression.budget import starting_recipe
-    from deep_compression.data import DatasetConfig
-    from deep_compression.models import resolve_spec
-    from deep_compression.recipe import load_any_recipe
-
-    defaults = load_any_recipe(args.recipe) if args.recipe is not None else None
-    seed = args.seed if args.seed is not None else defaults.seed if defaults else 0
-    given = args.val_size is not None or args.val_from is not None
-    validation = validation_of(args) if given else None
-    dataset = DatasetConfig.from_value(args.dataset) if args.dataset is not None else None
-    model = resolve_spec(args.model) if args.model is not None else None
-    return starting_recipe(
-        checkpoint,
-        model=model or (defaults.model if defaults else None),
-        model_args=dict(args.model_arg) if args.model_arg else
-        (dict(defaults.model_args) if defaults else None),
-        dataset=dataset or (defaults.dataset if defaults else None),
-        validation=validation or (defaults.validation if defaults and
-                                  defaults.validation.enabled else None),
-        seed=seed,
-    )  # fmt: skip
-
-
-def _run_budget(args: argparse.Namespace, checkpoint: Path):  # type: ignore[no-untyped-def]
-    """``compress --max-error-increase``: the search of :mod:`deep_compression.budget`."""
-    from deep_compression.budget import BudgetConfig, compress_to_budget
-    from deep_compression.budget.config import FINETUNE, RETRAIN
-    from deep_compression.recipe import load_recipe
-
-    defaults = load_recipe(args.recipe) if args.recipe is not None else None
-    recipe = _starting_recipe(args, checkpoint)
-    extra = {"confidence": args.confidence} if args.confidence else {}
-    config = BudgetConfig(args.max_error_increase, max_minutes=args.max_minutes,
-                          seed=recipe.seed, **extra)  # fmt: skip
-    stem = Path(checkpoint).stem
-    name = f"{stem}-budget{config.max_error_increase:g}"
-    run_dir = args.out_dir or Path("runs") / "compress" / name
-    report, _ = compress_to_budget(
-        recipe,
-        checkpoint,
-        run_dir,
-        config,
-        data_dir=args.data_dir,
-        force=args.force or args.restart,
-        allow_code=args.allow_code or args.model is not None,
-        progress=progress_enabled(),
-        retrain=defaults.prune.retrain if defaults else RETRAIN,
-        finetune=defaults.quantize.finetune if defaults else FINETUNE,
-    )
-    return report, run_dir
 
 
 def run_report(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ import argparse
 import json
 import time
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from deep_compression.cli._common import (
     add_data_args,
@@ -18,6 +19,9 @@ from deep_compression.cli._common import (
     positive_int,
     setup_threads,
 )
+
+if TYPE_CHECKING:  # imported when used: torch only for the commands that need it
+    from deep_compression.encode_config import EncodeConfig
 
 
 def _gap_bits(text: str) -> tuple[str, int | str]:
@@ -36,14 +40,56 @@ def _gap_bits(text: str) -> tuple[str, int | str]:
     return (pattern or "*"), value
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_coding_args(parser: argparse.ArgumentParser) -> None:
+    """``--coder``, ``--gap-bits`` and ``--chunk``: how a command writes its ``.dcz``
+    (:class:`~deep_compression.encode_config.EncodeConfig`; read back by
+    :func:`encode_config_of`). Every command that writes a ``.dcz`` shares them."""
     from deep_compression.dcz import CODER_CHOICES, DEFAULT_CHUNK
+    from deep_compression.encode_config import DEFAULT_CODER
 
+    parser.add_argument(
+        "--coder",
+        choices=CODER_CHOICES,
+        default=DEFAULT_CODER,
+        help="entropy coder of both streams: best (default: the smallest per stream, "
+        "including ctx, context-adaptive coding of positions and indices; ctx = best), "
+        "huffman (the paper's coding), ans (closer to the entropy), fixed (no entropy "
+        "coding: the P+Q file)",
+    )
+    parser.add_argument(
+        "--gap-bits",
+        type=_gap_bits,
+        action="append",
+        metavar="[PATTERN=]BITS",
+        help="gap field width per layer, repeatable: '5', '*=5', 'conv*=8', 'fc1=4', or "
+        "'auto' (per layer, the width that makes the gap stream smallest) (default: auto "
+        "with --coder best; with a named coder 5 for fully connected layers and 8 for "
+        "convolutions, as in the paper)",
+    )
+    parser.add_argument(
+        "--chunk",
+        type=positive_int,
+        default=DEFAULT_CHUNK,
+        help=f"symbols per Huffman chunk (default {DEFAULT_CHUNK})",
+    )
+
+
+def encode_config_of(args: argparse.Namespace) -> EncodeConfig:
+    """The :class:`~deep_compression.encode_config.EncodeConfig` that
+    :func:`add_coding_args`' options give."""
+    from deep_compression.encode_config import EncodeConfig
+
+    return EncodeConfig(coder=args.coder, gap_bits=dict(args.gap_bits or {}), chunk=args.chunk)
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser(
         "encode",
         help="write a pruned/quantized checkpoint as a compressed .dcz file",
         description="Encode a checkpoint (.safetensors) into a .dcz file: relative-index "
-        "sparse storage of pruned layers, cluster indices and gaps entropy-coded per layer. "
+        "sparse storage of pruned layers, cluster indices and gaps entropy-coded per layer "
+        "(by default the smallest coding: --coder best, gap widths auto; --coder huffman is "
+        "the paper's). "
         "The written file is decoded again and checked bit for bit against the model; its "
         "test accuracy is measured and stored in the file.",
     )
@@ -51,29 +97,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "checkpoint", metavar="CHECKPOINT", type=existing_file, help="checkpoint to encode"
     )
     add_out_arg(e, "compressed model (.dcz)")
-    e.add_argument(
-        "--coder",
-        choices=CODER_CHOICES,
-        default="huffman",
-        help="entropy coder of both streams: huffman (the paper, default), ans (closer to "
-        "the entropy), fixed (no entropy coding: the P+Q file), best (smallest per stream, "
-        "including ctx: context-adaptive coding of positions and indices; ctx = best)",
-    )
-    e.add_argument(
-        "--gap-bits",
-        type=_gap_bits,
-        action="append",
-        metavar="[PATTERN=]BITS",
-        help="gap field width per layer, repeatable: '5', '*=5', 'conv*=8', 'fc1=4', or "
-        "'auto' (per layer, the width that makes the gap stream smallest) "
-        "(default: 5 for fully connected, 8 for convolutions, as in the paper)",
-    )
-    e.add_argument(
-        "--chunk",
-        type=positive_int,
-        default=DEFAULT_CHUNK,
-        help=f"symbols per Huffman chunk (default {DEFAULT_CHUNK})",
-    )
+    add_coding_args(e)
     e.add_argument(
         "--skip-eval",
         action="store_true",
@@ -108,14 +132,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_encode(args: argparse.Namespace) -> int:
-    from deep_compression.dcz import open_dcz
     from deep_compression.dcz.summary import format_summary, summarize
-    from deep_compression.encode import EncodeConfig
-    from deep_compression.phases import encode_phase, test_error
+    from deep_compression.phases import PhaseContext, encode_phase, silent, test_error
 
     setup_threads(args.threads)
     check_out(args, ".dcz")
-    config = EncodeConfig(coder=args.coder, gap_bits=dict(args.gap_bits or {}), chunk=args.chunk)
+    config = encode_config_of(args)
     model, meta = load_input(args)
     data = None
     if not args.skip_eval:
@@ -128,13 +150,13 @@ def run_encode(args: argparse.Namespace) -> int:
     meta = replace(
         meta, details={**kept, "test_error_from": "checkpoint"} if args.skip_eval else kept
     )
-    test = None
+    measure = None
     if data is not None:
-        test = data.test
-        meta = replace(meta, test_error=test_error(model, test))
-    outcome = encode_phase(model, args.out, config, meta, test=test, log=lambda _: None)
+        meta = replace(meta, test_error=test_error(model, data.test))
+        measure = PhaseContext(None, data.test).errors  # the decoded model, on the same split
+    outcome = encode_phase(model, args.out, config, meta, measure=measure, log=silent)
     report = outcome.report
-    print(format_summary(summarize(open_dcz(args.out)), title=f"{args.out}:"))
+    print(format_summary(summarize(outcome.file), title=f"{args.out}:"))
     print(
         f"\nwrote {args.out}: {report.file_bytes:,} bytes, compression rate {report.rate:.1f}x "
         f"over float32 ({report.original_bytes:,} bytes); encode + verify {report.seconds:.2f}s; "

@@ -2,9 +2,10 @@
 
 Today one format: Song Han's ``.net`` layout (:mod:`deep_compression.han_net`) of his
 released Deep-Compressed SqueezeNet v1.0 and AlexNet. The weights are read exactly as his
-``decode.py`` gives them, turned into sparse / quantized records bit for bit
-(:func:`deep_compression.dcz.lossless.record_from_array`), written with the best coder per
-stream, and checked by decoding the written file again.
+``decode.py`` gives them, turned into sparse / quantized records bit for bit by the same
+code as ``encode`` of a plain state dict (:func:`deep_compression.encode.model_tensors`),
+written with ``encode``'s coding options (default the smallest coding: ``--coder best``,
+gap widths ``auto``), and checked by decoding the written file again.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import hashlib
 import time
 
 from deep_compression.cli._common import add_out_arg, check_out, existing_file
+from deep_compression.cli.dcz import add_coding_args, encode_config_of
 from deep_compression.errors import FormatError
 from deep_compression.records import CheckpointMeta, ModelSpec
 
@@ -37,19 +39,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="the network FILE holds (its layers give the tensor shapes)",
     )
     add_out_arg(p, "compressed model (.dcz)")
+    add_coding_args(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from deep_compression.caffe_models import caffe_layers
-    from deep_compression.dcz import DenseTensor, decode, write_dcz
-    from deep_compression.dcz.lossless import record_from_array
+    from deep_compression.dcz import decode, write_dcz
+    from deep_compression.encode import model_tensors
     from deep_compression.han_net import read_han_net
     from deep_compression.models import build_model
 
     check_out(args, ".dcz")
+    config = encode_config_of(args)
     size = args.file.stat().st_size
     if size > MAX_INPUT_BYTES:
         raise FormatError(f"{args.file}: {size} bytes is too large for a {args.format} file")
@@ -66,11 +71,10 @@ def run(args: argparse.Namespace) -> int:
     missing = set(model.state_dict()) - set(arrays)
     if missing:  # every built-in Caffe model has only conv/linear parameters
         raise AssertionError(f"{args.model}: tensors without a source: {sorted(missing)}")
-    records = [
-        record_from_array(name, arrays[name]) if name.endswith(".weight")
-        else DenseTensor(name, arrays[name])
-        for name in model.state_dict()
-    ]  # fmt: skip
+    # Into the model (bit for bit) so that the records, gap widths and the check of the
+    # --gap-bits keys are encode's own.
+    model.load_state_dict({name: torch.from_numpy(a) for name, a in arrays.items()})
+    records = model_tensors(model, dict(config.gap_bits) or None, config.coder)
     source = {
         "format": args.format,
         "file": args.file.name,
@@ -83,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
         dataset="imagenet",
         details={"source": source},
     ).to_dict()
-    written = write_dcz(args.out, records, meta, coder="best")
+    written = write_dcz(args.out, records, meta, coder=config.coder, chunk=config.chunk)
     decoded, _ = decode(args.out)
     for name, a in arrays.items():
         if not np.array_equal(decoded[name].view(np.uint32), a.view(np.uint32)):

@@ -168,7 +168,7 @@ def _add_neuron(sub: argparse._SubParsersAction) -> None:
 
 def run_prune(args: argparse.Namespace) -> int:
     from deep_compression.checkpoint import save_checkpoint
-    from deep_compression.phases import prune_phase, test_error, with_stage
+    from deep_compression.phases import PhaseContext, prune_phase, test_error, with_stage
     from deep_compression.prune import load_schedule, prunable_layers, sparsity_report
     from deep_compression.table import format_table
 
@@ -187,7 +187,8 @@ def run_prune(args: argparse.Namespace) -> int:
         f"{100 * before.kept_fraction:.2f}% of {before.weights:,} weights kept) with "
         f"{args.recipe}: {len(schedule.rounds)} rounds, {schedule.total_epochs} retraining epochs"
     )
-    outcome = prune_phase(model, schedule, train, test, progress=progress_enabled(), log=print)
+    ctx = PhaseContext(train, test, progress=progress_enabled(), log=print)
+    outcome = prune_phase(model, schedule, ctx)
     new_meta = with_stage(meta, "pruned", outcome.test_error, prune=outcome.details())
     save_checkpoint(args.out, model, replace(new_meta, model=outcome.model_spec(meta.model)))
     report = outcome.sparsity

@@ -148,7 +148,7 @@ def config_from_args(args: argparse.Namespace):
 
 def run_quantize(args: argparse.Namespace) -> int:
     from deep_compression.checkpoint import save_checkpoint
-    from deep_compression.phases import quantize_phase, test_error, with_stage
+    from deep_compression.phases import PhaseContext, quantize_phase, test_error, with_stage
     from deep_compression.quantize import layer_bits
     from deep_compression.table import format_table
 
@@ -167,7 +167,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         + f", {config.init} init, {config.finetune.epochs} fine-tuning epochs",
         flush=True,
     )
-    outcome = quantize_phase(model, config, train, test, progress=progress_enabled(), log=print)
+    ctx = PhaseContext(train, test, progress=progress_enabled(), log=print)
+    outcome = quantize_phase(model, config, ctx)
     save_checkpoint(
         args.out,
         model,

@@ -119,7 +119,7 @@ def _train(args: argparse.Namespace) -> int:
     from deep_compression.checkpoint import save_checkpoint
     from deep_compression.data import DatasetConfig, carve_validation, load_data
     from deep_compression.models import count_parameters, make_model
-    from deep_compression.phases import test_error, train_phase
+    from deep_compression.phases import PhaseContext, silent, test_error, train_phase
     from deep_compression.records import CheckpointMeta, ModelSpec
     from deep_compression.train import TrainConfig, seed_everything
 
@@ -156,14 +156,9 @@ def _train(args: argparse.Namespace) -> int:
         )
     # fit checks the ranks' models bit-identical before and after training; the phase's
     # own summary line is left out (the command prints one below, on rank 0).
-    outcome = train_phase(
-        model,
-        data.train,
-        data.val if data.val is not None else data.test,
-        config,
-        progress=progress_enabled(),
-        log=lambda _: None,
-    )
+    eval_split = data.val if data.val is not None else data.test
+    ctx = PhaseContext(data.train, eval_split, progress=progress_enabled(), log=silent)
+    outcome = train_phase(model, config, ctx)
     # With a validation split the epochs were watched on it; the test set is measured
     # once, here, for the checkpoint's record.
     errors = {"test_error": outcome.test_error}

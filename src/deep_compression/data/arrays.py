@@ -41,8 +41,11 @@ def load_npz(config: DatasetConfig) -> Data:
     missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays)
     if missing:
         raise DataError(f"{path}: missing arrays {sorted(missing)}")
-    xs = {s: _images(arrays[f"x_{s}"], f"{path}: x_{s}") for s in ("train", "test", "val")
-          if f"x_{s}" in arrays}  # fmt: skip
+    xs = {
+        s: _images(arrays[f"x_{s}"], f"{path}: x_{s}")
+        for s in ("train", "test", "val")
+        if f"x_{s}" in arrays
+    }
     c = xs["train"].shape[1]
     mean = config.mean or tuple(xs["train"].mean(dim=(0, 2, 3)).tolist())
     std = config.std or tuple(xs["train"].std(dim=(0, 2, 3)).clamp_min(1e-6).tolist())
@@ -55,8 +58,16 @@ def load_npz(config: DatasetConfig) -> Data:
             raise DataError(f"{path}: y_{name} must be {x.shape[0]} integer labels")
         splits[name] = Split((x - m) / s, torch.from_numpy(y.astype(np.int64)))
     n_classes = int(max(int(sp.y.max()) for sp in splits.values())) + 1
-    classes = tuple(str(c) for c in arrays["classes"]) if "classes" in arrays else tuple(
-        str(i) for i in range(n_classes))  # fmt: skip
-    info = DatasetInfo(config.label, tuple(xs["train"].shape[1:]), tuple(m.flatten().tolist()),
-                       tuple(s.flatten().tolist()), classes)  # fmt: skip
+    classes = (
+        tuple(str(c) for c in arrays["classes"])
+        if "classes" in arrays
+        else tuple(str(i) for i in range(n_classes))
+    )
+    info = DatasetInfo(
+        config.label,
+        tuple(xs["train"].shape[1:]),
+        tuple(m.flatten().tolist()),
+        tuple(s.flatten().tolist()),
+        classes,
+    )
     return Data(splits["train"], splits["test"], info, splits.get("val"))

@@ -119,8 +119,12 @@ def load_imagefolder(config: DatasetConfig) -> Data:
     classes = tuple(sorted(p.name for p in (root / "train").iterdir() if p.is_dir()))
     if not classes:
         raise DataError(f"{root / 'train'}: no class folders")
-    first = next(f for c in classes for f in sorted((root / "train" / c).iterdir())
-                 if f.suffix.lower() in IMAGE_SUFFIXES)  # fmt: skip
+    first = next(
+        f
+        for c in classes
+        for f in sorted((root / "train" / c).iterdir())
+        if f.suffix.lower() in IMAGE_SUFFIXES
+    )
     channels = config.channels
     if channels is None:
         from PIL import Image

@@ -42,6 +42,7 @@ __all__ = [
     "Split",
     "cache_dir",
     "find_dataset_dir",
+    "idx_file",
     "load_dataset",
     "read_idx",
 ]
@@ -202,7 +203,8 @@ def cache_dir() -> Path:
     return Path(base) / "deep-compression"
 
 
-def _file_in(directory: Path, stem: str) -> Path | None:
+def idx_file(directory: Path, stem: str) -> Path | None:
+    """``directory/stem.gz`` or ``directory/stem`` (an IDX file, compressed or not), or None."""
     for name in (stem + ".gz", stem):
         if (directory / name).is_file():
             return directory / name
@@ -212,7 +214,7 @@ def _file_in(directory: Path, stem: str) -> Path | None:
 def _complete_dir(directory: Path, spec: DatasetSpec) -> Path | None:
     """``directory`` or ``directory/<name>`` if it holds all four files of ``spec``."""
     for d in (directory / spec.name, directory):
-        if all(_file_in(d, stem) for stem, _ in spec.files.values()):
+        if all(idx_file(d, stem) for stem, _ in spec.files.values()):
             return d
     return None
 
@@ -335,7 +337,7 @@ def load_dataset(
     directory = find_dataset_dir(name, data_dir, download)
     arrays = {}
     for role, (stem, md5) in spec.files.items():
-        path = _file_in(directory, stem)
+        path = idx_file(directory, stem)
         assert path is not None
         arrays[role] = read_idx(path, md5)
     splits = []

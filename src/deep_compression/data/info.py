@@ -46,7 +46,27 @@ def _inline_table(text: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """What a recipe's ``dataset`` says (see the module docs); validated on creation."""
+    """What a recipe's ``dataset`` says (see :mod:`deep_compression.data.sources`);
+    validated on creation.
+
+    Attributes:
+        format: ``"builtin"``, ``"imagefolder"``, ``"npz"`` or ``"callable"``; given as a
+            string, ``dataset`` is a built-in name, a folder or an ``.npz`` path.
+        root: the built-in's name, the folder (``DIR/train/<class>/*``,
+            ``DIR/test/<class>/*``), the ``.npz`` file, or the ``file.py:name`` callable
+            returning ``(train, test)`` or ``(train, val, test)``; paths are relative to
+            the recipe.
+        name: the dataset's name in the files' metadata (default: the folder's or file's).
+        mean: per-channel mean subtracted from pixels scaled to [0, 1] (default: the
+            training images' own; a callable's: 0).
+        std: per-channel standard deviation divided by (default: the training images'
+            own; a callable's: 1).
+        size: ``[height, width]`` every image of a folder is resized to (default: none;
+            all images must then share the first one's size).
+        channels: 1 (grey) or 3 (RGB) for an image folder (default: 1 if the first image
+            is grey, else 3).
+        args: keyword arguments of a ``callable`` dataset.
+    """
 
     format: str = "builtin"
     root: str = "mnist"
@@ -72,8 +92,11 @@ class DatasetConfig:
             raise ConfigError(f"dataset.std must be positive, got {list(self.std)}")
         if self.size is not None:
             size = self.size
-            if not (isinstance(size, Sequence) and len(size) == 2 and all(
-                isinstance(v, int) and 1 <= v <= 4096 for v in size)):  # fmt: skip
+            if not (
+                isinstance(size, Sequence)
+                and len(size) == 2
+                and all(isinstance(v, int) and 1 <= v <= 4096 for v in size)
+            ):
                 raise ConfigError(f"dataset.size must be [height, width] in 1..4096, got {size!r}")
             object.__setattr__(self, "size", (int(size[0]), int(size[1])))
         if self.channels not in (None, 1, 3):

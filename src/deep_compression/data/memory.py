@@ -95,8 +95,10 @@ def in_memory(
         first = [torch.as_tensor(v) for v in data[0]] if n else []
         need = n * sum(t.numel() * t.element_size() for t in first)
     if need > limit:
-        log(f"{n:,} items need {need / 2**20:,.0f} MiB in memory, over max_bytes = "
-            f"{limit / 2**20:,.0f} MiB: they stream from the dataset")  # fmt: skip
+        log(
+            f"{n:,} items need {need / 2**20:,.0f} MiB in memory, over max_bytes = "
+            f"{limit / 2**20:,.0f} MiB: they stream from the dataset"
+        )
         return data
     if folder is not None:
         return _decode_folder(*folder, progress)
@@ -110,8 +112,7 @@ def _decode_folder(folder: ImageFolder, indices: Sequence[int], progress: bool) 
     h, w = folder.shape
     pixels = np.empty((n, h, w, c), dtype=np.uint8)
     labels = np.empty(n, dtype=np.int64)
-    bar = progress_bar(enumerate(indices), desc="decode", total=n, enabled=progress,
-                       unit="image")  # fmt: skip
+    bar = progress_bar(enumerate(indices), desc="decode", total=n, enabled=progress, unit="image")
     for k, i in bar:
         pixels[k] = folder.pixels(i)
         labels[k] = folder.samples[i][1]
@@ -144,8 +145,10 @@ def _stack(data: Dataset, n: int, progress: bool) -> Split:
             out = [torch.empty((n, *t.shape), dtype=t.dtype) for t in item]
         for t, buf in zip(item, out, strict=True):
             if t.shape != buf.shape[1:]:
-                raise ConfigError(f"item {i} has shape {tuple(t.shape)}, item 0 "
-                                  f"{tuple(buf.shape[1:])}: cannot stack them")  # fmt: skip
+                raise ConfigError(
+                    f"item {i} has shape {tuple(t.shape)}, item 0 "
+                    f"{tuple(buf.shape[1:])}: cannot stack them"
+                )
             buf[i] = t
     bar.close()
     return Split(out[0], out[1])

@@ -62,9 +62,13 @@ def _load_callable(config: DatasetConfig, allow_code: bool) -> Data:
     x0, _ = train[0]
     classes = tuple(str(c) for c in getattr(train, "classes", ())) or ()
     c = int(x0.shape[0])
-    info = DatasetInfo(config.label, tuple(int(d) for d in x0.shape),
-                       tuple(per_channel(config.mean or (0.0,), c, "mean")),
-                       tuple(per_channel(config.std or (1.0,), c, "std")), classes)  # fmt: skip
+    info = DatasetInfo(
+        config.label,
+        tuple(int(d) for d in x0.shape),
+        tuple(per_channel(config.mean or (0.0,), c, "mean")),
+        tuple(per_channel(config.std or (1.0,), c, "std")),
+        classes,
+    )
     return Data(train, test, info, val)
 
 
@@ -91,13 +95,21 @@ def load_data(
         DataError, ConfigError: missing or malformed data; code not allowed.
     """
     if preprocessing and config.format in ("imagefolder", "npz"):
-        config = replace(config, mean=config.mean or floats(preprocessing.get("mean"), "mean"),
-                         std=config.std or floats(preprocessing.get("std"), "std"))  # fmt: skip
+        config = replace(
+            config,
+            mean=config.mean or floats(preprocessing.get("mean"), "mean"),
+            std=config.std or floats(preprocessing.get("std"), "std"),
+        )
     if config.format == "builtin":
         train, test = load_dataset(config.root, data_dir)
         spec = get_spec(config.root)
-        info = DatasetInfo(spec.name, spec.input_shape, (spec.mean,), (spec.std,),
-                           tuple(str(i) for i in range(spec.num_classes)))  # fmt: skip
+        info = DatasetInfo(
+            spec.name,
+            spec.input_shape,
+            (spec.mean,),
+            (spec.std,),
+            tuple(str(i) for i in range(spec.num_classes)),
+        )
         return Data(train, test, info)
     if config.format == "imagefolder":
         return load_imagefolder(config)

@@ -162,11 +162,16 @@ class ValidationConfig:
 
     def describe(self, data_val: int, data_test: int) -> str:
         """One line naming where the decision and report images come from."""
-        where = {"train": "held out of the training images", "val": "the dataset's val/",
-                 "test": "one seeded part of the test images"}.get(self.source, "")  # fmt: skip
+        where = {
+            "train": "held out of the training images",
+            "val": "the dataset's val/",
+            "test": "one seeded part of the test images",
+        }.get(self.source, "")
         report = "the other part of the test images" if self.source == "test" else "test"
-        return (f"decisions on {data_val:,} images ({where}, seed {self.seed}); the report "
-                f"on {data_test:,} ({report})")  # fmt: skip
+        return (
+            f"decisions on {data_val:,} images ({where}, seed {self.seed}); the report "
+            f"on {data_test:,} ({report})"
+        )
 
 
 def split_indices(n: int, config: ValidationConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -203,8 +208,10 @@ def carve_validation(data: Data, config: ValidationConfig) -> Data:
         return data
     if config.source == "val" or (config.source == "auto" and data.val is not None):
         if data.val is None:
-            raise DataError(f"{data.info.name}: no validation split of its own (val/); choose "
-                            "--val-from train or test")  # fmt: skip
+            raise DataError(
+                f"{data.info.name}: no validation split of its own (val/); choose "
+                "--val-from train or test"
+            )
         return data
     if config.source == "test":
         rest_idx, val_idx = split_indices(len(data.test), config)

@@ -45,14 +45,16 @@ def _float_width(bits: np.ndarray) -> int:
     return 4
 
 
-def record_from_array(name: str, array: np.ndarray, gap_bits: int | None = None) -> Tensor:
+def record_from_array(
+    name: str, array: np.ndarray, gap_bits: int | None = None, coder: str = "huffman"
+) -> Tensor:
     """The smallest lossless record of ``array`` (any shape).
 
     Args:
         name: the record's name.
         array: the dense tensor; float32 arrays are analysed, others returned dense.
         gap_bits: gap width of a sparse or quantized record; ``None``: the width whose
-            Huffman-coded gap stream is smallest.
+            gap stream is smallest under ``coder`` (an order-0 coder, or ``"best"``).
 
     Returns:
         a record whose decoded array has exactly the bits of ``array`` (``to_dense(r)``
@@ -74,7 +76,7 @@ def record_from_array(name: str, array: np.ndarray, gap_bits: int | None = None)
     pos_cost = 0.0
     b = 1
     if 0 < kept < numel:
-        b = gap_bits or best_gap_bits(positions, "huffman")
+        b = gap_bits or best_gap_bits(positions, coder)
         pos_cost = CODERS["huffman"].cost_bits(gap_histogram(positions, b)) / 8
     sparse_cost = pos_cost + kept * _float_width(kept_bits)
 

@@ -220,9 +220,10 @@ class DczFile:
         """Per-tensor sizes and per-stream entropy (decodes the symbol streams)."""
         symbols = self.decode_symbols()
         ctx_indices = [
-            (t.name, "indices") for t in self.tensors
+            (t.name, "indices")
+            for t in self.tensors
             if t.streams.get("indices") is not None and t.streams["indices"].coder == CTX
-        ]  # fmt: skip
+        ]
         if any(key not in self._ctx_symbols for key in ctx_indices):
             self.records()  # ctx indices are decoded there (their contexts need positions)
         out = []

@@ -17,8 +17,8 @@ import torch.distributed as dist
 from torch import nn
 
 from deep_compression.distributed.group import (
-    _comm_device,
     collective_errors,
+    device,
     is_main,
     rank,
     world_size,
@@ -43,7 +43,7 @@ def _broadcast_tensors_(tensors: list[torch.Tensor], src: int, phase: str) -> No
     groups: dict[torch.dtype, list[torch.Tensor]] = {}
     for t in tensors:
         groups.setdefault(t.dtype, []).append(t)
-    dev = _comm_device()
+    dev = device()
     with torch.no_grad(), collective_errors(phase):
         for dtype in sorted(groups, key=str):  # the same order on every rank
             group = groups[dtype]
@@ -98,7 +98,7 @@ def state_checksums(model: nn.Module) -> dict[str, int]:
 
 
 def _all_gather(local: torch.Tensor, phase: str) -> list[torch.Tensor]:
-    local = local.to(_comm_device())
+    local = local.to(device())
     out = [torch.empty_like(local) for _ in range(world_size())]
     with collective_errors(phase):
         dist.all_gather(out, local)
@@ -172,7 +172,7 @@ def shard(n: int) -> range:
 def all_reduce_sum_(tensor: torch.Tensor, phase: str = "all-reduce") -> torch.Tensor:
     """Sum ``tensor`` over the ranks, in place; returns it (unchanged in one process)."""
     if world_size() > 1:
-        buf = tensor.detach().to(_comm_device())
+        buf = tensor.detach().to(device())
         with collective_errors(phase):
             dist.all_reduce(buf, op=dist.ReduceOp.SUM)
         tensor.detach().copy_(buf)
@@ -220,7 +220,7 @@ def run_on_main(fn: Callable[[], T], phase: str) -> T | None:
             result = fn()
         except BaseException as e:  # re-raised below, after the others know
             error = e
-    flag = torch.tensor([0 if error is not None else 1], dtype=torch.int64, device=_comm_device())
+    flag = torch.tensor([0 if error is not None else 1], dtype=torch.int64, device=device())
     with collective_errors(phase):
         dist.broadcast(flag, 0)
     if error is not None:

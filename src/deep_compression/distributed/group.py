@@ -180,15 +180,14 @@ def is_main() -> bool:
 
 
 def device() -> torch.device:
-    """Where this rank computes: ``cuda:LOCAL_RANK`` under nccl, else the CPU."""
+    """Where this rank computes: ``cuda:LOCAL_RANK`` under nccl, else the CPU.
+
+    Also where a tensor must be for a collective: nccl only moves CUDA tensors, gloo only
+    CPU ones (for the collectives used here).
+    """
     if is_initialized() and dist.get_backend() == "nccl":
         return torch.device("cuda", local_rank())
     return torch.device("cpu")
-
-
-def _comm_device() -> torch.device:
-    # nccl only moves CUDA tensors; gloo only CPU ones (for the collectives used here).
-    return device()
 
 
 _TORCH_PREFIX = re.compile(r"^\[[^\]]*\]\s*")

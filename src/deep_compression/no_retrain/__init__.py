@@ -36,13 +36,13 @@ to bytes in memory.
 
 The modules: :mod:`.config` (settings, reports), :mod:`.calibration` (statistics from
 calibration inputs), :mod:`.quantize` (:func:`rd_quantize_`), :mod:`.search`
-(:func:`compress_without_retraining`, :func:`encoded_size`); every name is re-exported here.
+(:func:`compress_without_retraining`), :mod:`.sizing` (:func:`encoded_size`); every name
+is re-exported here.
 """
 
 from __future__ import annotations
 
-# AUTO_CALIBRATED and _install (used by benchmarks/no_retrain.py) are importable too.
-from deep_compression.no_retrain.config import (  # noqa: F401
+from deep_compression.no_retrain.config import (
     AUTO_CALIBRATED,
     AUTO_SEARCH,
     IMPORTANCES,
@@ -53,8 +53,8 @@ from deep_compression.no_retrain.config import (  # noqa: F401
     resolve_importance,
     search_importances,
 )
-from deep_compression.no_retrain.quantize import (  # noqa: F401
-    _install,
+from deep_compression.no_retrain.quantize import (
+    install_quantized_,
     output_divergence,
     rd_quantize_,
 )
@@ -62,11 +62,13 @@ from deep_compression.no_retrain.search import (
     NoRetrainResult,
     Trial,
     compress_without_retraining,
-    encoded_size,
     validation_noise,
 )
+from deep_compression.no_retrain.sizing import encoded_size
 
 __all__ = [
+    "AUTO_CALIBRATED",
+    "AUTO_SEARCH",
     "IMPORTANCES",
     "NoRetrainConfig",
     "SEARCH_START",
@@ -78,6 +80,7 @@ __all__ = [
     "Trial",
     "NoRetrainResult",
     "rd_quantize_",
+    "install_quantized_",
     "encoded_size",
     "compress_without_retraining",
     "validation_noise",

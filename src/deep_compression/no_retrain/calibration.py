@@ -20,7 +20,7 @@ from deep_compression.quantize.rdq import Factors
 
 
 @dataclass
-class _Stats:
+class LayerStats:
     """Per-layer statistics gathered from one pass over the calibration inputs."""
 
     in_var: np.ndarray  # (columns,) variance of each input feature / unfolded column
@@ -41,7 +41,7 @@ HEAD_BYTES = 256 << 20
 @dataclass
 class Head:
     """The layer whose output the model returns as it is (a classifier's last Linear), and
-    its input on each calibration chunk, as :func:`_gather` found them in one pass.
+    its input on each calibration chunk, as :func:`gather_stats` found them in one pass.
 
     After a change to that layer's bias alone, :func:`head_pass` re-runs that layer on
     these inputs: the very outputs a whole pass would give, for the cost of one layer.
@@ -104,8 +104,10 @@ class _Sums:
             self.scalar, cols = True, x.reshape(-1, 1)
         cols = cols.double()
         s1 = cols.sum(0).numpy()
-        s2 = (cols.T @ cols).numpy() if covariance and not self.scalar else (
-            cols.pow(2).sum(0).numpy())  # fmt: skip
+        if covariance and not self.scalar:
+            s2 = (cols.T @ cols).numpy()
+        else:
+            s2 = cols.pow(2).sum(0).numpy()
         self.rows += cols.shape[0]
         self.s1 = s1 if self.s1 is None else self.s1 + s1
         self.s2 = s2 if self.s2 is None else self.s2 + s2
@@ -116,7 +118,7 @@ class _Sums:
         total = y.sum((0, 1))
         self.out_sum = total if self.out_sum is None else self.out_sum + total
 
-    def finish(self, layer: nn.Module, inputs: bool, covariance: bool, samples: int) -> _Stats:
+    def finish(self, layer: nn.Module, inputs: bool, covariance: bool, samples: int) -> LayerStats:
         """Means, variances and covariance from the sums. A layer whose input is not
         unfolded gets every column the variance of its whole input and a diagonal
         covariance: the same scale as the others, so one ``lam`` still serves the
@@ -137,7 +139,7 @@ class _Sums:
                 var = np.clip(self.s2 / n - mean**2, 0, None)
         assert self.out_sum is not None
         fisher = np.zeros(0) if self.fisher is None else (self.fisher / max(samples, 1)).numpy()
-        return _Stats(var, self.out_sum / max(self.out_rows, 1), fisher, cov)
+        return LayerStats(var, self.out_sum / max(self.out_rows, 1), fisher, cov)
 
 
 def _channels_last(y: torch.Tensor) -> torch.Tensor:
@@ -147,7 +149,7 @@ def _channels_last(y: torch.Tensor) -> torch.Tensor:
     return y.reshape(y.shape[0], -1, y.shape[-1])
 
 
-def _gather(
+def gather_stats(
     model: nn.Module,
     calibration: torch.Tensor,
     names: Sequence[str],
@@ -157,7 +159,7 @@ def _gather(
     chunk: int = CHUNK,
     outputs: list[torch.Tensor] | None = None,
     head: Head | None = None,
-) -> dict[str, _Stats]:
+) -> dict[str, LayerStats]:
     """One pass over ``calibration``, ``chunk`` inputs at a time, recording per layer
     input variances (if ``inputs``; with ``covariance`` the covariance too), output means
     and (if ``fisher``) the Fisher information of each output. With ``outputs`` (a list),
@@ -217,8 +219,8 @@ def _gather(
 
 
 @torch.no_grad()
-def head_pass(layer: nn.Module, head: Head, samples: int) -> tuple[_Stats, torch.Tensor]:
-    """The ``head`` layer re-run on its recorded inputs: its statistics (as :func:`_gather`
+def head_pass(layer: nn.Module, head: Head, samples: int) -> tuple[LayerStats, torch.Tensor]:
+    """The ``head`` layer re-run on its recorded inputs: its statistics (as :func:`gather_stats`
     without ``inputs`` gives them) and the model's ``(samples, ...)`` outputs (float64)."""
     sums, outs = _Sums(), []
     for x in head.inputs:

@@ -19,6 +19,8 @@ from deep_compression.recipe_io import from_table, reject_unknown
 
 __all__ = [
     "AUTO_CALIBRATED",
+    "check_search",
+    "positive_number",
     "IMPORTANCES",
     "CALIBRATION_IMAGES",
     "LayerRD",
@@ -30,7 +32,7 @@ __all__ = [
     "search_importances",
 ]
 
-IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher")
+IMPORTANCES = ("auto", "weights", "inputs", "fisher", "gptq", "gptq-fisher", "measured")
 
 # What importance = "auto" means with calibration inputs: measured (benchmarks/no_retrain.py)
 # within 0.1 points of the dense test error, gptq-fisher was the smaller file on LeNet-5
@@ -50,11 +52,20 @@ AUTO_SEARCH = (AUTO_CALIBRATED, "weights")
 # LeNets: files within 0.1 points of the dense error sit at lam ~ 1e-7 (weights, gptq),
 # 3e-7 (inputs), 3e-9 (gptq-fisher), 1e-9 (fisher).
 SEARCH_START = MappingProxyType(
-    {"weights": 1e-7, "inputs": 3e-7, "fisher": 1e-9, "gptq": 1e-7, "gptq-fisher": 3e-9}
+    {
+        "weights": 1e-7,
+        "inputs": 3e-7,
+        "fisher": 1e-9,
+        "gptq": 1e-7,
+        "gptq-fisher": 3e-9,
+        "measured": 3e-8,  # KL per bit
+    }
 )
 
 
-def _positive(value: object, where: str, *, allow_zero: bool = False) -> float:
+def positive_number(value: object, where: str, *, allow_zero: bool = False) -> float:
+    """``value`` as a float if it is a finite number > 0 (``>= 0`` with ``allow_zero``),
+    else :class:`ConfigError` naming ``where``."""
     ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
     if not ok or value < 0 or (value == 0 and not allow_zero):
         need = ">= 0" if allow_zero else "> 0"
@@ -79,9 +90,12 @@ class NoRetrainConfig:
             ``"inputs"`` (input-feature variances, relative to the output energy),
             ``"fisher"`` (input variances times the Fisher information of each output,
             in loss units), ``"gptq"`` (the full input covariance, relative to the output
-            energy, with GPTQ/OBS error compensation: :func:`rdq.rd_gptq`), or
+            energy, with GPTQ/OBS error compensation: :func:`rdq.rd_gptq`),
+            ``"measured"`` (each layer's relative error times the output divergence it
+            causes per squared relative error, measured: :mod:`.sensitivity`), or
             ``"auto"``: ``"gptq-fisher"`` with calibration inputs, else ``"weights"``.
-            ``"inputs"``, ``"fisher"`` and ``"gptq"`` need calibration inputs.
+            ``"inputs"``, ``"fisher"``, ``"gptq"`` and ``"measured"`` need calibration
+            inputs.
         layer_weights: per-layer multiplier of the distortion, ``{"*": 1.0, "fc3": 4.0}``
             (a larger weight quantizes that layer more finely).
         bias_correction: with calibration inputs, correct each bias for the mean shift
@@ -90,7 +104,7 @@ class NoRetrainConfig:
             in 2 bytes (relative change <= 2^-11).
         max_codewords: at most this many codewords per layer in the initial grid.
         max_iter: at most this many Lloyd iterations per layer.
-        max_groups: importance groups per layer (see ``rdq._groups``).
+        max_groups: importance groups per layer (see ``rdq_lloyd.group_importance``).
     """
 
     lam: float = 1e-7
@@ -103,7 +117,7 @@ class NoRetrainConfig:
     max_groups: int = 64
 
     def __post_init__(self) -> None:
-        _positive(self.lam, "no_retrain.lam", allow_zero=False)
+        positive_number(self.lam, "no_retrain.lam", allow_zero=False)
         if not isinstance(self.layer_weights, Mapping) or "*" not in self.layer_weights:
             raise ConfigError(
                 "no_retrain.layer_weights must be a table with a '*' default, "
@@ -114,7 +128,7 @@ class NoRetrainConfig:
                 raise ConfigError(
                     f"no_retrain.layer_weights: keys must be layer names, got {key!r}"
                 )
-            _positive(value, f"no_retrain.layer_weights[{key!r}]")
+            positive_number(value, f"no_retrain.layer_weights[{key!r}]")
         object.__setattr__(self, "layer_weights", MappingProxyType(dict(self.layer_weights)))
         for name in ("bias_correction", "float16"):
             if not isinstance(getattr(self, name), bool):
@@ -220,7 +234,8 @@ class NoRetrainPlan:
         if not isinstance(self.config, NoRetrainConfig):
             raise ConfigError(f"no_retrain: expected settings, got {self.config!r}")
         if self.max_error_increase is not None:
-            _positive(self.max_error_increase, "no_retrain.max_error_increase", allow_zero=True)
+            where = "no_retrain.max_error_increase"
+            positive_number(self.max_error_increase, where, allow_zero=True)
         elif not self.lam_given:
             raise ConfigError(
                 "no_retrain: give max_error_increase (search lam on the validation split) "
@@ -244,8 +259,8 @@ class NoRetrainPlan:
         plan_keys = {"max_error_increase", "calibration", "confidence"}
         config_keys = set(NoRetrainConfig.__dataclass_fields__)
         reject_unknown(d, plan_keys | config_keys, where)
-        config = from_table(NoRetrainConfig, {k: v for k, v in d.items() if k in config_keys},
-                            where)  # fmt: skip
+        known = {k: v for k, v in d.items() if k in config_keys}
+        config = from_table(NoRetrainConfig, known, where)
         return cls(
             config,
             d.get("max_error_increase"),
@@ -341,10 +356,10 @@ def check_search(
     coder: str,
 ) -> float:
     """Validate :func:`compress_without_retraining`'s schedule; returns the budget."""
-    budget_points = _positive(max_error_increase, "max_error_increase", allow_zero=True)
+    budget_points = positive_number(max_error_increase, "max_error_increase", allow_zero=True)
     if lam_start is not None:
-        _positive(lam_start, "lam_start")
-    if _positive(grow, "grow") <= 1:
+        positive_number(lam_start, "lam_start")
+    if positive_number(grow, "grow") <= 1:
         raise ConfigError(f"grow must be > 1, got {grow!r}")
     _int(refine_steps, "refine_steps", 0, 100)
     _int(max_trials, "max_trials", 1, 10_000)

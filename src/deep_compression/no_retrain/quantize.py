@@ -7,6 +7,7 @@ correction.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Mapping
 from dataclasses import replace
@@ -18,12 +19,17 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from deep_compression.layer_config import check_patterns, resolve
-from deep_compression.no_retrain.calibration import Head, _gather, _Stats, head_pass
+from deep_compression.no_retrain.calibration import Head, LayerStats, gather_stats, head_pass
 from deep_compression.no_retrain.config import (
     LayerRD,
     NoRetrainConfig,
     RDReport,
     resolve_importance,
+)
+from deep_compression.no_retrain.sensitivity import (
+    layer_sensitivity,
+    output_divergence,
+    sensitivity_weights,
 )
 from deep_compression.prune import prunable_layers
 from deep_compression.prune.mask import unparametrize_
@@ -31,11 +37,11 @@ from deep_compression.quantize.core import round_float16_
 from deep_compression.quantize.parametrization import QuantizedWeight, index_dtype
 from deep_compression.quantize.rdq import RDQuantization, rd_gptq, rd_quantize
 
-__all__ = ["rd_quantize_"]
+__all__ = ["install_quantized_", "rd_quantize_"]
 
 
 def _importance(
-    weight: np.ndarray, stats: _Stats | None, mode: str, layer_weight: float
+    weight: np.ndarray, stats: LayerStats | None, mode: str, layer_weight: float
 ) -> float | np.ndarray:
     """Per-weight importance: a scalar or ``(numel,)`` (module docstring)."""
     w2 = weight.reshape(weight.shape[0], -1) ** 2  # (out, columns)
@@ -55,14 +61,22 @@ def _importance(
     return h.reshape(-1)
 
 
-def _install(
+def install_quantized_(
     layer: nn.Module,
     codebook: np.ndarray,
     indices: np.ndarray,
     mask: np.ndarray,
     shape: tuple[int, ...],
 ) -> None:
-    """Register ``QuantizedWeight(codebook, indices, mask)`` on ``layer.weight``."""
+    """Register ``QuantizedWeight(codebook, indices, mask)`` on ``layer.weight``.
+
+    Args:
+        layer: a layer whose ``weight`` has ``shape`` (any parametrization is replaced).
+        codebook: ``(k,)`` non-zero centroids (``k`` may be 0: every weight is zero).
+        indices: ``(n,)`` centroid of each weight, ``n = prod(shape)``.
+        mask: ``(n,)`` bool, False where the weight is zero.
+        shape: the weight's shape.
+    """
     weight = layer.weight.detach()
     if codebook.size == 0:  # every weight went to zero: one unused centroid
         codebook = np.zeros(1)
@@ -109,16 +123,25 @@ def rd_quantize_(
     use_data = calibration is not None
     mode = resolve_importance(config.importance, use_data)
     cache = {} if cache is None else cache
-    dense_stats: Mapping[str, _Stats] = {}
+    dense_stats: Mapping[str, LayerStats] = {}
     if calibration is not None:
         dense_stats = _dense_stats(model, calibration, list(layers), mode, cache)
+    # "measured": each layer's relative distortion times its measured effect on the
+    # output (:mod:`.sensitivity`); computed once per model and calibration in a search.
+    measured: Mapping[str, float] = {}
+    if mode == "measured":
+        assert calibration is not None
+        if "sensitivity" not in cache:
+            cache["sensitivity"] = _measure(model, layers, calibration)
+        measured = sensitivity_weights(cache["sensitivity"], list(layers))
     rows = []
     for name, layer in layers.items():
         with torch.no_grad():
             weight = layer.weight.detach().cpu().double().numpy()
         lw = float(resolve(config.layer_weights, name, "no_retrain.layer_weights"))
+        lw *= measured.get(name, 1.0)
         r = _quantize_weight(weight, dense_stats.get(name), mode, lw, config)
-        _install(layer, r.codebook, r.indices, r.mask, weight.shape)
+        install_quantized_(layer, r.codebook, r.indices, r.mask, weight.shape)
         rows.append(_layer_row(name, weight, r))
     corrected: set[str] = set()
     if use_data and config.bias_correction:
@@ -131,28 +154,29 @@ def rd_quantize_(
 
 def _dense_stats(
     model: nn.Module, calibration: torch.Tensor, names: list[str], mode: str, cache: dict[Any, Any]
-) -> Mapping[str, _Stats]:
+) -> Mapping[str, LayerStats]:
     """The dense model's per-layer statistics for ``mode``, from ``cache`` or one pass (which
     also puts the model's outputs on the calibration inputs in ``cache["outputs"]``: each
     bias correction is kept only if it brings the outputs closer to these)."""
     fisher, covariance = mode in ("fisher", "gptq-fisher"), mode in ("gptq", "gptq-fisher")
     key = ("stats", fisher, covariance)
-    if key not in cache and mode == "weights":
-        # "weights" reads only the mean outputs (for the bias correction), which every pass
-        # measures alike, bit for bit: an auto search's second half needs no pass of its
-        # own (ResNet-44: 75 s of CPU).
+    if key not in cache and mode in ("weights", "measured"):
+        # "weights" (and "measured") reads only the mean outputs (for the bias
+        # correction), which every pass measures alike, bit for bit: an auto search's
+        # second half needs no pass of its own (ResNet-44: 75 s of CPU).
         key = next((k for k in cache if isinstance(k, tuple) and k[0] == "stats"), key)
     if key not in cache:
         outs: list[torch.Tensor] = []
-        cache[key] = _gather(model, calibration, names, True, fisher=fisher,
-                             covariance=covariance, outputs=outs)  # fmt: skip
+        cache[key] = gather_stats(
+            model, calibration, names, True, fisher=fisher, covariance=covariance, outputs=outs
+        )
         cache.setdefault("outputs", torch.cat(outs))
     return cache[key]
 
 
 def _quantize_weight(
     weight: np.ndarray,
-    stats: _Stats | None,
+    stats: LayerStats | None,
     mode: str,
     lw: float,
     config: NoRetrainConfig,
@@ -181,7 +205,8 @@ def _quantize_weight(
             max_codewords=config.max_codewords,
             factors=stats.factors,
         )
-    h = _importance(weight, stats, mode, lw)
+    # "measured" is the data-free relative weighting with the layer's sensitivity in lw.
+    h = _importance(weight, stats, "weights" if mode == "measured" else mode, lw)
     return rd_quantize(
         weight.reshape(-1),
         config.lam,
@@ -190,6 +215,21 @@ def _quantize_weight(
         max_iter=config.max_iter,
         max_groups=config.max_groups,
     )
+
+
+def _measure(
+    model: nn.Module, layers: Mapping[str, nn.Module], calibration: torch.Tensor
+) -> dict[str, float]:
+    """:func:`.sensitivity.layer_sensitivity` of ``layers``; on a copy with plain weights
+    when some are parametrized (the noise goes into a plain weight)."""
+    if not any(parametrize.is_parametrized(layer, "weight") for layer in layers.values()):
+        return layer_sensitivity(model, layers, calibration)
+    plain = copy.deepcopy(model)
+    plain_layers = prunable_layers(plain)
+    for layer in plain_layers.values():
+        if parametrize.is_parametrized(layer, "weight"):
+            unparametrize_(layer, layer.weight.detach())
+    return layer_sensitivity(plain, {n: plain_layers[n] for n in layers}, calibration)
 
 
 def _layer_row(name: str, weight: np.ndarray, r: RDQuantization) -> LayerRD:
@@ -208,23 +248,12 @@ def _layer_row(name: str, weight: np.ndarray, r: RDQuantization) -> LayerRD:
     )
 
 
-def output_divergence(reference: torch.Tensor, outputs: torch.Tensor) -> float:
-    """How far ``outputs`` are from ``reference`` (both ``(N, ...)``): for class scores
-    ``(N, C)`` the mean KL divergence ``KL(softmax(reference) || softmax(outputs))``
-    (what a classifier's loss sees); otherwise the mean squared difference."""
-    if reference.ndim == 2 and reference.shape[1] > 1:
-        ref = torch.log_softmax(reference.double(), 1)
-        out = torch.log_softmax(outputs.double(), 1)
-        return float((ref.exp() * (ref - out)).sum(1).mean())
-    return float((reference.double() - outputs.double()).pow(2).mean())
-
-
 @torch.no_grad()
 def _correct_biases(
     model: nn.Module,
     calibration: torch.Tensor,
     layers: Mapping[str, nn.Module],
-    dense: Mapping[str, _Stats],
+    dense: Mapping[str, LayerStats],
     reference: torch.Tensor,
 ) -> set[str]:
     """Layer by layer in order: bias += dense mean output - quantized mean output, kept
@@ -246,10 +275,10 @@ def _correct_biases(
     biased = [name for name, layer in layers.items() if getattr(layer, "bias", None) is not None]
     n = calibration.shape[0]
 
-    def measure() -> tuple[dict[str, _Stats], float, Head]:
+    def measure() -> tuple[dict[str, LayerStats], float, Head]:
         outs: list[torch.Tensor] = []
         head = Head()
-        means = _gather(model, calibration, biased, False, outputs=outs, head=head)
+        means = gather_stats(model, calibration, biased, False, outputs=outs, head=head)
         return means, output_divergence(reference, torch.cat(outs)), head
 
     corrected: set[str] = set()

@@ -32,18 +32,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from deep_compression.dcz import to_bytes
-from deep_compression.encode import file_metadata, model_tensors
 from deep_compression.errors import ConfigError
 from deep_compression.no_retrain.config import (
     SEARCH_START,
     NoRetrainConfig,
     RDReport,
-    _positive,
     check_search,
+    positive_number,
     search_importances,
 )
 from deep_compression.no_retrain.quantize import rd_quantize_
+from deep_compression.no_retrain.sizing import encoded_size
 
 __all__ = [
     "NoRetrainResult",
@@ -52,24 +51,6 @@ __all__ = [
     "encoded_size",
     "validation_noise",
 ]
-
-
-def encoded_size(
-    model: nn.Module,
-    *,
-    coder: str = "best",
-    gap_bits: int | str | Mapping[str, int | str] | None = "auto",
-    metadata: dict[str, Any] | None = None,
-) -> int:
-    """Bytes of the ``.dcz`` file ``model`` would be written as (encoded in memory).
-
-    The same records as :func:`deep_compression.encode.encode_model` writes, serialised by
-    :func:`deep_compression.dcz.to_bytes`; pass the metadata the real file will hold for
-    an exact count (it is part of the zlib-compressed header).
-    """
-    records = model_tensors(model, gap_bits, coder)
-    meta = file_metadata(model, metadata).to_dict()
-    return len(to_bytes(records, meta, coder=coder))
 
 
 def validation_noise(error_pct: float, images: int, sigmas: float = 2.0) -> float:
@@ -191,14 +172,16 @@ def compress_without_retraining(
     budget_points = check_search(
         max_error_increase, lam_start, grow, refine_steps, max_trials, coder
     )
-    _positive(tolerance, "tolerance", allow_zero=True)
+    positive_number(tolerance, "tolerance", allow_zero=True)
     modes = search_importances(base.importance, calibration is not None)
+    if dense_error is None and hasattr(judge, "reference_error"):
+        dense_error = judge.reference_error
     if dense_error is None:
-        dense_error = (judge.reference_error if hasattr(judge, "reference_error")
-                       else _error_of(evaluate_fn, model))  # fmt: skip
-    search = _Search(model, evaluate_fn, base, calibration, coder, gap_bits, metadata,
-                     dense_error + budget_points, progress, tolerance, judge=judge,
-                     min_gain=min_gain)  # fmt: skip
+        dense_error = _error_of(evaluate_fn, model)
+    limit = dense_error + budget_points
+    search = _Search(model, evaluate_fn, base, calibration, coder, gap_bits, metadata, limit)
+    search.progress, search.tolerance, search.judge = progress, tolerance, judge
+    search.min_gain = min_gain
     for mode in modes:
         search.base = replace(base, importance=mode)
         lam0 = SEARCH_START[mode] if lam_start is None else lam_start
@@ -259,7 +242,6 @@ class _Search:
     # The dense model's calibration statistics, computed once (see rd_quantize_).
     cache: dict[Any, Any] = field(default_factory=dict)
     judge: Callable[[nn.Module], Any] | None = None
-
     min_gain: float = 0.0  # bisections stop when their ends' files differ by less
 
     def close(self, lo: float, hi: float) -> bool:
@@ -279,8 +261,17 @@ class _Search:
             return Trial(lam, size, _error_of(self.evaluate_fn, m), cfg.importance)
         v = self.judge(m)
         est = v.estimate
-        return Trial(lam, size, round(est.candidate, 4), cfg.importance, round(est.increase, 4),
-                     round(est.high, 4), est.n, v.accepted, v.broken)  # fmt: skip
+        return Trial(
+            lam,
+            size,
+            round(est.candidate, 4),
+            cfg.importance,
+            increase=round(est.increase, 4),
+            high=round(est.high, 4),
+            images=est.n,
+            accepted=v.accepted,
+            broken=v.broken,
+        )
 
     def _near(self, t: Trial) -> bool:
         """Not clearly beyond the budget: the search goes on past it."""
@@ -365,13 +356,17 @@ def _refine(
         steps += 1
 
 
+def _accuracy_first(t: Trial) -> tuple[float, int]:
+    """Most accurate first (by the paired upper bound when judged), then smallest."""
+    return (t.val_error if t.high is None else t.high, t.file_bytes)
+
+
 def _result(search: _Search, dense_error: float, t0: float) -> NoRetrainResult:
     """The smallest file within budget, else the most accurate candidate (re-made)."""
     if search.best is not None:
         trial, chosen, report = search.best
     else:  # nothing within budget: the most accurate candidate, re-made
-        trial = min(search.trials, key=lambda t: (t.val_error if t.high is None else t.high,
-                                                  t.file_bytes))  # fmt: skip
+        trial = min(search.trials, key=_accuracy_first)
         chosen = copy.deepcopy(search.model)
         cfg = replace(search.base, importance=trial.importance).with_lam(trial.lam)
         report = rd_quantize_(chosen, cfg, search.calibration, cache=search.cache)

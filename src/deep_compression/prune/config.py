@@ -58,6 +58,9 @@ class StdThreshold:
 
     ``std`` is the standard deviation of the layer's weights that are still kept (for a
     dense layer: all of them, as in Han et al. 2015). ``s = 0`` prunes nothing.
+
+    Attributes:
+        s: the threshold in standard deviations, >= 0.
     """
 
     s: float
@@ -73,6 +76,9 @@ class KeepFraction:
 
     The fraction is of all the layer's weights (``weight.numel()``), so a schedule of
     falling ``keep`` values prunes further each round. At least one weight is kept.
+
+    Attributes:
+        keep: the fraction of the layer's weights kept, in (0, 1].
     """
 
     keep: float
@@ -89,6 +95,10 @@ class GlobalMagnitude:
     Give exactly one of ``keep`` (the threshold is chosen so that this fraction of the
     pooled weights survives) or ``threshold`` (prune ``|w| < threshold`` everywhere).
     Layers that select *equal* ``GlobalMagnitude`` values form one pool.
+
+    Attributes:
+        keep: the fraction of the pooled weights kept, in (0, 1].
+        threshold: prune ``|w| < threshold`` in every layer of the pool.
     """
 
     keep: float | None = None
@@ -115,6 +125,9 @@ class ActivationAware:
     weight multiplies: input feature ``j`` for ``Linear``; for convolutions, the input
     channel ``c`` at kernel offset ``k`` averaged over every output position (the mean of
     ``|unfold(x)|``), so border effects of padding are counted exactly.
+
+    Attributes:
+        keep: the fraction of the layer's weights kept, in (0, 1].
     """
 
     keep: float

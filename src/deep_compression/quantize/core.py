@@ -237,8 +237,11 @@ def round_float16_(model: nn.Module) -> int:
         tensors += [q.codebook] + ([layer.bias] if getattr(layer, "bias", None) is not None else [])
     for m in model.modules():
         if isinstance(m, _NORM_TYPES):
-            tensors += [t for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
-                        if t.is_floating_point()]  # fmt: skip
+            tensors += [
+                t
+                for t in (*m.parameters(recurse=False), *m.buffers(recurse=False))
+                if t.is_floating_point()
+            ]
     changed = 0
     for t in tensors:
         rounded = t.to(torch.float16).to(t.dtype)

@@ -45,32 +45,21 @@ entropy-coded uniform quantizer at high rate, ``D = h step^2 / 12`` per weight a
 ``dR/dstep = -1 / (step ln 2)``, so ``-dD/dR = lam`` at ``step = sqrt(6 lam / (h ln 2))``.
 
 Pure numpy (no torch). The code: :mod:`.rdq_ecsq` (:func:`rd_quantize`, the rate model),
-:mod:`.rdq_lloyd` (the iterations), :mod:`.rdq_gptq` (:func:`rd_gptq`); all re-exported
-here, the private helpers too (for the tests and the docs).
+:mod:`.rdq_lloyd` (the iterations, and the brute-force reference they are tested
+against), :mod:`.rdq_gptq` (:func:`rd_gptq`); their user-facing names are re-exported here.
 """
 
 from __future__ import annotations
 
-# Re-exports; the private helpers (noqa: F401) stay reachable here for the tests.
-from deep_compression.quantize.rdq_ecsq import (  # noqa: F401
+from deep_compression.quantize.rdq_ecsq import (
     MAX_CODEWORDS,
     RDQuantization,
-    _check,
-    _grid,
-    _result,
     initial_step,
     model_bits,
     rd_quantize,
 )
 from deep_compression.quantize.rdq_gptq import FACTOR_CACHE_BYTES, Factors, rd_gptq
-from deep_compression.quantize.rdq_lloyd import (  # noqa: F401
-    _assign_weighted,
-    _groups,
-    _lengths,
-    _lloyd_sorted,
-    _lloyd_weighted,
-    lower_envelope,
-)
+from deep_compression.quantize.rdq_lloyd import lower_envelope
 
 __all__ = [
     "FACTOR_CACHE_BYTES",

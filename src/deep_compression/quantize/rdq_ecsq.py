@@ -11,9 +11,16 @@ import numpy as np
 import numpy.typing as npt
 
 from deep_compression.errors import ConfigError
-from deep_compression.quantize.rdq_lloyd import _groups, _lloyd_sorted
+from deep_compression.quantize.rdq_lloyd import group_importance, lloyd_sorted
 
-__all__ = ["MAX_CODEWORDS", "RDQuantization", "initial_step", "model_bits", "rd_quantize"]
+__all__ = [
+    "MAX_CODEWORDS",
+    "RDQuantization",
+    "check_rd_arguments",
+    "initial_step",
+    "model_bits",
+    "rd_quantize",
+]
 
 
 # Index buffers and the file allow far more; 256 codewords (int16 indices) is already
@@ -47,6 +54,31 @@ class RDQuantization:
             return np.zeros(self.mask.shape)
         return np.where(self.mask, self.codebook[self.indices], 0.0)
 
+    @classmethod
+    def from_labels(
+        cls, x: np.ndarray, h: np.ndarray, c: np.ndarray, labels: np.ndarray, iterations: int
+    ) -> RDQuantization:
+        """The result of assigning the ``(n,)`` weights ``x`` to codewords ``c``.
+
+        ``c`` is ascending and may contain 0 (the pruned weights); ``labels`` ``(n,)``
+        index ``c``; ``h`` is the importance (a scalar or ``(n,)``) the distortion is
+        weighted by.
+        """
+        zero = np.flatnonzero(c == 0.0)
+        if zero.size:
+            z = int(zero[0])
+            mask = labels != z
+            codebook = np.delete(c, z)
+            indices = np.where(labels > z, labels - 1, labels)
+            indices[~mask] = 0
+        else:
+            mask = np.ones(x.size, dtype=bool)
+            codebook, indices = c, labels
+        q = np.where(mask, codebook[indices] if codebook.size else 0.0, 0.0)
+        distortion = float(np.sum(h * (x - q) ** 2))
+        rate = model_bits(mask, indices, codebook.size)
+        return cls(codebook, indices.astype(np.int64), mask, distortion, rate, iterations)
+
 
 def model_bits(mask: np.ndarray, indices: np.ndarray, k: int, codebook_bits: int = 16) -> float:
     """The rate model of a quantized layer in the ``.dcz`` file (module docstring), in bits.
@@ -78,7 +110,9 @@ def initial_step(lam: float, importance: float) -> float:
     return math.sqrt(6.0 * lam / (importance * math.log(2.0)))
 
 
-def _check(lam: float, max_iter: int, max_codewords: int) -> None:
+def check_rd_arguments(lam: float, max_iter: int, max_codewords: int) -> None:
+    """Raise :class:`ConfigError` naming the argument unless ``lam >= 0`` is finite,
+    ``max_iter >= 1`` and ``1 <= max_codewords <= MAX_CODEWORDS`` are integers."""
     if not (isinstance(lam, int | float) and math.isfinite(lam) and lam >= 0):
         raise ConfigError(f"lam must be a finite number >= 0, got {lam!r}")
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
@@ -130,7 +164,8 @@ def rd_quantize(
         max_codewords: at most this many codewords in the initial grid.
         max_iter: at most this many Lloyd iterations (stops at a fixed point).
         max_groups: per-weight importances with more distinct values than this are
-            binned into this many log-spaced groups (see :func:`_groups`).
+            binned into this many log-spaced groups (see
+            :func:`~.rdq_lloyd.group_importance`).
 
     Returns:
         The :class:`RDQuantization`.
@@ -138,7 +173,7 @@ def rd_quantize(
     Raises:
         ConfigError: bad arguments or non-finite weights.
     """
-    _check(lam, max_iter, max_codewords)
+    check_rd_arguments(lam, max_iter, max_codewords)
     x = np.ravel(np.asarray(w, dtype=np.float64))
     n = x.size
     if n == 0:
@@ -171,26 +206,6 @@ def rd_quantize(
     if scalar:
         group, hg = np.zeros(n, dtype=np.int64), np.array([float(h_arr)])
     else:
-        group, hg = _groups(h_arr, max_groups)
-    c, labels, it = _lloyd_sorted(x, group, hg, lam, c, zero_codeword, max_iter)
-    return _result(x, h_arr, c, labels, it)
-
-
-def _result(
-    x: np.ndarray, h: np.ndarray, c: np.ndarray, labels: np.ndarray, it: int
-) -> RDQuantization:
-    """Split codewords (ascending, maybe containing 0) and labels into codebook + mask."""
-    zero = np.flatnonzero(c == 0.0)
-    if zero.size:
-        z = int(zero[0])
-        mask = labels != z
-        codebook = np.delete(c, z)
-        indices = np.where(labels > z, labels - 1, labels)
-        indices[~mask] = 0
-    else:
-        mask = np.ones(x.size, dtype=bool)
-        codebook, indices = c, labels
-    q = np.where(mask, codebook[indices] if codebook.size else 0.0, 0.0)
-    distortion = float(np.sum(h * (x - q) ** 2))
-    rate = model_bits(mask, indices, codebook.size)
-    return RDQuantization(codebook, indices.astype(np.int64), mask, distortion, rate, it)
+        group, hg = group_importance(h_arr, max_groups)
+    c, labels, it = lloyd_sorted(x, group, hg, lam, c, zero_codeword, max_iter)
+    return RDQuantization.from_labels(x, h_arr, c, labels, it)

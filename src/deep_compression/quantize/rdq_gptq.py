@@ -12,7 +12,7 @@ import numpy as np
 import numpy.typing as npt
 
 from deep_compression.errors import ConfigError
-from deep_compression.quantize.rdq_ecsq import RDQuantization, _check, _result, rd_quantize
+from deep_compression.quantize.rdq_ecsq import RDQuantization, check_rd_arguments, rd_quantize
 
 __all__ = ["FACTOR_CACHE_BYTES", "Factors", "rd_gptq"]
 
@@ -135,7 +135,7 @@ def _check_gptq(
         raise ConfigError(f"rd_gptq: weight {W0.shape} and hessian {H0.shape} do not match")
     if not (np.isfinite(W0).all() and np.isfinite(H0).all()):
         raise ConfigError("rd_gptq: weights or hessian contain NaN or infinity")
-    _check(lam, 1, max_codewords)
+    check_rd_arguments(lam, 1, max_codewords)
     if lam == 0:
         raise ConfigError("rd_gptq: lam must be > 0")
     out = W0.shape[0]
@@ -152,7 +152,8 @@ def _finish(
     out, cols = W0.shape
     labels = labels2.reshape(-1)
     used = np.bincount(labels, minlength=c.size) > 0
-    res = _result(W0.reshape(-1), np.ones(1), c[used], (np.cumsum(used) - 1)[labels], it)
+    labels = (np.cumsum(used) - 1)[labels]
+    res = RDQuantization.from_labels(W0.reshape(-1), np.ones(1), c[used], labels, it)
     diff = W0 - res.values().reshape(out, cols)
     # sum_o r_o diff_o^T H diff_o (a product then a row sum: einsum over three
     # operands would not use BLAS).

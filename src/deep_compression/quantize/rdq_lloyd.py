@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-__all__ = ["lower_envelope"]
+__all__ = ["group_importance", "lloyd_sorted", "lloyd_weighted", "lower_envelope"]
 
 # Weights per block of the brute-force assignment (per-weight importance): bounds the
 # (block, codewords) cost matrix at 16 MB for 256 codewords.
@@ -69,14 +69,15 @@ def _lengths(counts: np.ndarray, n: int) -> np.ndarray:
     return -np.log2(counts / n)
 
 
-def _groups(h: np.ndarray, max_groups: int) -> tuple[np.ndarray, np.ndarray]:
+def group_importance(h: np.ndarray, max_groups: int) -> tuple[np.ndarray, np.ndarray]:
     """Group weights of equal (or, past ``max_groups`` distinct values, similar) importance.
 
-    Returns ``(group (n,) int64, importance of each group (G,))``. Past ``max_groups``
-    distinct values the positive importances are binned on a log scale (the bins are
-    about ``(max/min)^(1/max_groups)`` wide) and each bin takes its mean importance: the
-    importance is a proxy to begin with, and per group the clusters are runs of sorted
-    weights, which keeps an iteration O(G m log n) instead of O(n m).
+    ``h`` is the ``(n,)`` non-negative per-weight importance. Returns ``(group (n,) int64,
+    importance of each group (G,))``. Past ``max_groups`` distinct values the positive
+    importances are binned on a log scale (the bins are about ``(max/min)^(1/max_groups)``
+    wide) and each bin takes its mean importance: the importance is a proxy to begin with,
+    and per group the clusters are runs of sorted weights, which keeps an iteration
+    O(G m log n) instead of O(n m).
     """
     values, inverse = np.unique(h, return_inverse=True)
     if values.size <= max_groups:
@@ -148,7 +149,7 @@ def _partition(
 def _update(
     cuts: np.ndarray, csum: np.ndarray, hg: np.ndarray, c_cur: np.ndarray, zero: bool, n: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One centroid step of :func:`_lloyd_sorted`: the new codewords and code lengths.
+    """One centroid step of :func:`lloyd_sorted`: the new codewords and code lengths.
 
     ``csum`` is the ``(n + 1,)`` running sum of the sorted weights.
     """
@@ -169,7 +170,7 @@ def _update(
     return c_new, _lengths(counts, n)
 
 
-def _lloyd_sorted(
+def lloyd_sorted(
     x: np.ndarray,
     group: np.ndarray,
     hg: np.ndarray,
@@ -178,12 +179,22 @@ def _lloyd_sorted(
     zero: bool,
     max_iter: int,
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """ECSQ Lloyd where the importance is constant within each group.
+    """ECSQ Lloyd where the importance is constant within each group (what
+    :func:`~.rdq_ecsq.rd_quantize` runs).
 
     Within a group of importance ``h_g`` the cost is ``h_g (w - c)^2 + lam len(c)``, so its
     clusters are runs of its sorted weights, split at the thresholds of
     :func:`lower_envelope` with ``t = lam / h_g``. Sorting once (by group, then weight)
     makes an iteration O(G m log n): no per-weight work until the final labels.
+
+    Args:
+        x: ``(n,)`` float64 weights.
+        group: ``(n,)`` int64 group of each weight, ``hg``: ``(G,)`` importance of each
+            group (:func:`group_importance`).
+        lam: Lagrange multiplier (``>= 0``).
+        c: ``(m,)`` ascending distinct starting codewords.
+        zero: the codeword 0 (if in ``c``) stays fixed at 0.
+        max_iter: at most this many iterations (stops at a fixed point).
 
     Returns ascending codewords (0 among them if still used), labels ``(n,)`` into them,
     and the iterations run.
@@ -242,10 +253,14 @@ def _assign_weighted(
     return labels
 
 
-def _lloyd_weighted(
+def lloyd_weighted(
     x: np.ndarray, h: np.ndarray, lam: float, c: np.ndarray, zero: bool, max_iter: int
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """ECSQ Lloyd with a per-weight importance (clusters need not be runs: brute force)."""
+    """ECSQ Lloyd with a per-weight importance (clusters need not be runs: brute force).
+
+    The reference :func:`lloyd_sorted` is checked against: ``x`` and ``h`` are ``(n,)``,
+    the other arguments and the result as there (O(n m) per iteration, in blocks).
+    """
     n = x.size
     lengths = np.zeros(c.size)
     labels = np.zeros(0, dtype=np.int64)

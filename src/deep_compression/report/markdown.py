@@ -25,7 +25,7 @@ def report_markdown(report: RunReport) -> str:
             _pct(p.test_error),
             f"{p.seconds:.0f} s" if p.seconds else "-",
             p.note,
-        ]  # fmt: skip
+        ]
         for p in report.phases
     ]
     stage_rows = [[s.stage, s.file or "-", f"{s.bytes:,}", f"{s.rate:.1f}x"] for s in report.stages]
@@ -84,7 +84,34 @@ def report_markdown(report: RunReport) -> str:
         "",
         format_table(["part", "bytes"], breakdown),
         "",
+        *_search_lines(report),
         f"Wall time: {report.total_seconds:.0f} s.",
         "",
     ]
     return "\n".join(parts)
+
+
+def _search_lines(report: RunReport) -> list[str]:
+    """How a searched run chose its recipe, and the final file's paired increase over
+    the dense model on each split."""
+    lines = []
+    s = report.search
+    if s is not None:
+        lines += [
+            "## Search",
+            "",
+            f"{s.kind}: the smallest file within {s.max_error_increase:g} points of the "
+            f"dense validation error, with {100 * s.confidence:g}% confidence, paired "
+            f"image by image; {s.candidates} candidates in {s.seconds:.0f} s (every one in "
+            f"search.json). Chosen: {s.chosen} (recipe.toml replays it).",
+            "",
+        ]
+    for split, inc in report.increase.items():
+        name = "validation" if split == "val" else "test"
+        interval = 100 * (2 * float(inc["confidence"]) - 1)
+        lines.append(
+            f"Increase over dense on {name} ({int(inc['n']):,} images, paired): "
+            f"{inc['increase']:+.2f} points, {interval:g}% interval "
+            f"[{inc['low']:+.2f}, {inc['high']:+.2f}]."
+        )
+    return [*lines, ""] if report.increase else lines

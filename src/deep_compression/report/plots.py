@@ -128,7 +128,7 @@ def write_run_plots(
     out: str | os.PathLike[str],
     report: RunReport,
     dense: nn.Module,
-    pruned: nn.Module,
+    pruned: nn.Module | None,
     quantized: nn.Module,
     sensitivity: SensitivityResult | None = None,
 ) -> list[Path]:
@@ -136,21 +136,27 @@ def write_run_plots(
 
     Per layer, the weight distribution dense / after pruning / after quantization with
     the centroids; the per-layer kept % and bits of ``report``; and, when given, the
-    sensitivity curves of the dense model. The caller loads the models (this module
+    sensitivity curves of the dense model. Without a ``pruned`` model (compression
+    without retraining prunes as it quantizes) the kept weights are the dense ones the
+    quantizer kept. The caller loads the models (this module
     reads no files).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
-    d_layers, p_layers, q_layers = (prunable_layers(m) for m in (dense, pruned, quantized))
+    d_layers, q_layers = prunable_layers(dense), prunable_layers(quantized)
+    p_layers = prunable_layers(pruned) if pruned is not None else {}
     with torch.no_grad():
         for name in d_layers:
-            mask = get_mask(p_layers[name])
-            pw = p_layers[name].weight
-            kept = pw[mask] if mask is not None else pw[pw != 0]
             q = quantized_weight(q_layers[name])
             if q is None:
                 continue
+            if name in p_layers:
+                mask = get_mask(p_layers[name])
+                pw = p_layers[name].weight
+                kept = pw[mask] if mask is not None else pw[pw != 0]
+            else:
+                kept = d_layers[name].weight[q.mask]
             qvalues = q.codebook[q.indices[q.mask].long()]
             paths.append(
                 plot_weight_distribution(

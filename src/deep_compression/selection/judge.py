@@ -65,8 +65,12 @@ class Verdict:
         return self.estimate.candidate
 
     def to_dict(self) -> dict[str, object]:
-        return {**self.estimate.to_dict(), "accepted": self.accepted, "broken": self.broken,
-                "seconds": round(self.seconds, 2)}  # fmt: skip
+        return {
+            **self.estimate.to_dict(),
+            "accepted": self.accepted,
+            "broken": self.broken,
+            "seconds": round(self.seconds, 2),
+        }
 
 
 class PairedJudge:
@@ -82,6 +86,8 @@ class PairedJudge:
         seed: of the order in which images are compared (a class-sorted split would
             otherwise show an early look one class only).
         early: stop at interim looks when the answer is clear.
+        reference_errors: ``(len(data),)`` bool, whether ``reference`` misclassifies each
+            image, in the order of ``data``, if measured already (not evaluated again).
     """
 
     def __init__(
@@ -94,6 +100,7 @@ class PairedJudge:
         seed: int = 0,
         early: bool = True,
         interim: float | None = None,
+        reference_errors: np.ndarray | None = None,
     ) -> None:
         if isinstance(budget, bool) or not isinstance(budget, int | float) or budget < 0:
             raise ConfigError(f"budget must be >= 0 points, got {budget!r}")
@@ -107,7 +114,12 @@ class PairedJudge:
         self.order = np.random.Generator(np.random.PCG64(seed)).permutation(n)
         self.budget, self.confidence, self.early = float(budget), float(confidence), early
         t0 = time.perf_counter()
-        self.reference = per_image_errors(reference, self.data, self.order)
+        if reference_errors is not None:
+            if np.shape(reference_errors) != (n,):
+                raise ConfigError(f"reference_errors must have shape ({n},)")
+            self.reference = np.asarray(reference_errors, dtype=bool)[self.order]
+        else:
+            self.reference = per_image_errors(reference, self.data, self.order)
         self.reference_seconds = time.perf_counter() - t0
 
     @property
@@ -135,8 +147,9 @@ class PairedJudge:
         if not final:  # stopped early: the bounds at the final confidence, for the record
             est = paired_increase(self.reference[:k], errors, self.confidence, scale=100.0)
         # An interim stop decided at the stricter confidence, which implies the final one.
-        return Verdict(est, est.holds(self.budget), est.broken(self.budget),
-                       time.perf_counter() - t0)  # fmt: skip
+        return Verdict(
+            est, est.holds(self.budget), est.broken(self.budget), time.perf_counter() - t0
+        )
 
     def warn_if_underpowered(self, measured: Iterable[tuple[int, float, float]], log: Log) -> bool:
         """Say so (and return True) when these images cannot resolve the budget: every
@@ -150,8 +163,10 @@ class PairedJudge:
         widths = [high - inc for n, inc, high in measured if n == self.images]
         if not widths or min(widths) <= self.budget / 2:
             return False
-        log(f"[selection] warning: {self.images:,} images cannot resolve a {self.budget:g}-point "
+        log(
+            f"[selection] warning: {self.images:,} images cannot resolve a {self.budget:g}-point "
             f"budget (the {100 * self.confidence:g}% bound sat {min(widths):.2f} points above "
             "the estimate at best): the choice is timid; give more validation images "
-            "(--val-size, or a dataset with more)")  # fmt: skip
+            "(--val-size, or a dataset with more)"
+        )
         return True

@@ -100,8 +100,7 @@ def paired_increase(
     cand = np.asarray(candidate, dtype=np.float64).reshape(-1)
     if ref.shape != cand.shape or ref.size == 0:
         raise ConfigError(
-            f"paired comparison needs two equal, non-empty arrays, got {ref.shape} and "
-            f"{cand.shape}"
+            f"paired comparison needs two equal, non-empty arrays, got {ref.shape} and {cand.shape}"
         )
     z = z_of(confidence)
     d = cand - ref

@@ -36,7 +36,22 @@ def kept_count(keep: float | int, size: int) -> int:
 @dataclass(frozen=True)
 class ShrinkConfig:
     """Structured pruning: which criterion, how many channels each group keeps, and the
-    training before (with the group-lasso penalty) and after."""
+    training before (with the group-lasso penalty) and after.
+
+    Attributes:
+        criterion: the removal order of a group's channels: ``"l1"``, ``"l2"`` (norm of
+            each channel's filters and bias), ``"bn"`` (``|gamma|`` of the BatchNorm after
+            it), ``"lasso"`` (norm of all the channel owns, after ``[shrink.train]`` with
+            the penalty) or ``"reduce"`` (greedy, on what each channel adds to the next
+            layers over a calibration batch).
+        keep: per channel group (named by the first layer producing it; keys as in
+            :mod:`deep_compression.layer_config`): a count >= 1 or a fraction in (0, 1].
+        lasso: group-lasso strength ``lambda`` during ``[shrink.train]`` (0: none; > 0
+            needs a ``[shrink.train]`` table with epochs > 0).
+        calibration: training images the ``reduce`` criterion measures on.
+        train: training with the penalty before channels are chosen (optional: none).
+        retrain: retraining of the shrunk network (optional: none).
+    """
 
     criterion: str = "l1"
     keep: Mapping[str, float | int] = field(default_factory=lambda: {"*": 1.0})

@@ -126,9 +126,13 @@ def _contributions(layer: nn.Module, x: torch.Tensor, offset: int, size: int, sp
     out = []
     for c in range(size):  # one channel at a time: (N, 1, H, W) * (out, 1, kh, kw)
         y = F.conv2d(
-            xs[:, c : c + 1], w[:, offset + c : offset + c + 1], None,
-            layer.stride, layer.padding, layer.dilation,
-        )  # fmt: skip
+            xs[:, c : c + 1],
+            w[:, offset + c : offset + c + 1],
+            None,
+            layer.stride,
+            layer.padding,
+            layer.dilation,
+        )
         out.append(y.reshape(-1))
     return torch.stack(out)
 

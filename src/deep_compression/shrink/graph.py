@@ -81,16 +81,19 @@ class ChannelGroup:
     pinned: str = ""
 
 
+# Activations, dropout and pooling: output channel c comes from input channel c alone,
+# so a channel group passes through them unchanged.
 _PASS_MODULES = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-    nn.Hardswish, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
-    nn.AdaptiveMaxPool2d, nn.Identity,
-)  # fmt: skip
+    *(nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh),
+    *(nn.Hardswish, nn.Dropout, nn.Identity),
+    *(nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d),
+)
 _PASS_FUNCTIONS = {
-    torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, torch.sigmoid,
-    torch.tanh, F.hardswish, F.dropout, torch.max_pool2d, F.max_pool2d, F.avg_pool2d,
-    F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.dropout,
-}  # fmt: skip
+    *(torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish),
+    *(torch.sigmoid, torch.tanh, F.dropout, torch.dropout),
+    *(torch.max_pool2d, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d),
+    F.adaptive_max_pool2d,
+}
 _PASS_METHODS = {"relu", "sigmoid", "tanh", "contiguous", "clone", "detach"}
 _BINARY = {operator.add, operator.sub, operator.mul, torch.add, torch.sub, torch.mul}
 _HARMLESS_METHODS = {"size", "dim"}  # read a shape, return no channels

@@ -30,7 +30,6 @@ from deep_compression.train.evaluation import (
     logits_of,
     predict,
 )
-from deep_compression.train.loop import _shift as _shift  # tests check the augmentation
 from deep_compression.train.loop import fit, seed_everything
 
 __all__ = [

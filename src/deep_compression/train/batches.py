@@ -19,14 +19,15 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from deep_compression.data import Split
 from deep_compression.errors import ConfigError
 
-__all__ = ["Data", "GlobalBatchSampler"]
+__all__ = ["Data", "GlobalBatchSampler", "check_data", "epoch_batches", "make_loader"]
 
 # What fit and evaluate accept: a Split of in-memory tensors, or any map-style torch
 # Dataset whose items are ``(x, y)`` pairs (x an image tensor, y an integer label).
 Data = Split | Dataset
 
 
-def _check_data(data: Data, what: str) -> None:
+def check_data(data: Data, what: str) -> None:
+    """Raise :class:`ConfigError` naming ``what`` unless ``data`` is a :data:`Data`."""
     if isinstance(data, Split) or (isinstance(data, Dataset) and hasattr(data, "__len__")):
         return
     raise ConfigError(
@@ -101,14 +102,16 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return (idx.tolist() for idx in self.index_batches())
 
 
-def _loader(dataset: Dataset, **kwargs: Any) -> DataLoader:
+def make_loader(dataset: Dataset, **kwargs: Any) -> DataLoader:
+    """A single-process DataLoader over ``dataset`` that never draws from torch's global
+    generator (``kwargs`` are DataLoader's: ``batch_size``, ``batch_sampler``...)."""
     # A throw-away generator for the DataLoader's own base seed (it draws one number per
     # epoch, for worker processes we do not use): without it that draw would come from
     # torch's global generator and shift the dropout stream.
     return DataLoader(dataset, num_workers=0, generator=torch.Generator(), **kwargs)
 
 
-def _batches(
+def epoch_batches(
     data: Data, sampler: GlobalBatchSampler
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of this rank's ``(x, y)`` batches, in the sampler's order.
@@ -121,4 +124,4 @@ def _batches(
         for idx in sampler.index_batches():
             yield data.x[idx], data.y[idx]
     else:
-        yield from _loader(data, batch_sampler=sampler)
+        yield from make_loader(data, batch_sampler=sampler)

@@ -22,7 +22,7 @@ from torch.utils.data import Subset
 from deep_compression import distributed as dist
 from deep_compression.data import Split
 from deep_compression.errors import ConfigError
-from deep_compression.train.batches import Data, _check_data, _loader
+from deep_compression.train.batches import Data, check_data, make_loader
 
 __all__ = ["PREDICT_BATCH", "Predictions", "evaluate", "logits_of", "model_device", "predict"]
 
@@ -86,9 +86,9 @@ def _batches(
         for idx in order.split(batch_size):
             yield data.x[idx], data.y[idx]
         return
-    _check_data(data, "evaluation data")
+    check_data(data, "evaluation data")
     subset = Subset(data, positions if isinstance(positions, range) else positions.tolist())
-    yield from _loader(subset, batch_size=batch_size, shuffle=False)
+    yield from make_loader(subset, batch_size=batch_size, shuffle=False)
 
 
 @torch.inference_mode()

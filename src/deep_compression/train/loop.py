@@ -14,7 +14,7 @@ from torch import nn
 from deep_compression import distributed as dist
 from deep_compression.errors import ConfigError
 from deep_compression.progress import log, progress_bar
-from deep_compression.train.batches import Data, GlobalBatchSampler, _batches, _check_data
+from deep_compression.train.batches import Data, GlobalBatchSampler, check_data, epoch_batches
 from deep_compression.train.config import EpochStats, TrainConfig, TrainResult
 from deep_compression.train.evaluation import evaluate, model_device
 
@@ -134,7 +134,7 @@ def _train_epoch(loop: _Loop, train: Data, epoch: int) -> tuple[float, int, int]
     seen, loss_sum, correct = 0, 0.0, 0
     steps = len(sampler)
     bar = progress_bar(
-        _batches(train, sampler),
+        epoch_batches(train, sampler),
         total=steps,
         desc=f"{loop.desc} {epoch}/{config.epochs}",
         enabled=loop.show,
@@ -241,7 +241,7 @@ def fit(
     size, rank = dist.world_size(), dist.rank()
     if dist.is_initialized():
         dist.refuse_wrapped(model)
-    _check_data(train, "training data")
+    check_data(train, "training data")
     gen, aug_gen = _generators(config, size)
     sampler = GlobalBatchSampler(len(train), config.batch_size, gen, rank=rank, world_size=size)
     dev = model_device(model)
