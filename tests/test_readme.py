@@ -21,10 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from deep_compression.data import Split
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -67,17 +64,9 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture(scope="module")
-def digits(mnist: tuple[Split, Split], tmp_path_factory: pytest.TempPathFactory) -> Path:
+def digits(digits_npz: Path) -> Path:
     """MNIST's first 3,000 training and 1,000 test images as an ``.npz`` dataset."""
-    train, test = mnist
-
-    def raw(s: Split) -> np.ndarray:  # back to the uint8 pixels the npz format stores
-        return np.round((s.x[:, 0].numpy() * 0.3081 + 0.1307) * 255).clip(0, 255).astype(np.uint8)
-
-    path = tmp_path_factory.mktemp("digits") / "digits.npz"
-    np.savez(path, x_train=raw(train)[:3000], y_train=train.y[:3000].numpy(),
-             x_test=raw(test)[:1000], y_test=test.y[:1000].numpy())  # fmt: skip
-    return path
+    return digits_npz
 
 
 def run_block(block: str, digits: Path, run_cli) -> list[str]:

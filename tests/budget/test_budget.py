@@ -8,7 +8,6 @@ import math
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -33,17 +32,9 @@ from deep_compression.train import TrainConfig, fit
 
 
 @pytest.fixture(scope="module")
-def tiny_npz(mnist, tmp_path_factory) -> Path:
+def tiny_npz(digits_npz: Path) -> Path:
     """3,000 training and 1,000 test MNIST images as an .npz dataset (fast to train)."""
-    train, test = mnist
-
-    def raw(s: Split) -> np.ndarray:  # back to the uint8 pixels the npz format stores
-        return np.round((s.x[:, 0].numpy() * 0.3081 + 0.1307) * 255).clip(0, 255).astype(np.uint8)
-
-    path = tmp_path_factory.mktemp("npz") / "digits.npz"
-    np.savez(path, x_train=raw(train)[:3000], y_train=train.y[:3000].numpy(),
-             x_test=raw(test)[:1000], y_test=test.y[:1000].numpy())  # fmt: skip
-    return path
+    return digits_npz
 
 
 @pytest.fixture(scope="module")
